@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of zzz against other Python HTTP servers (see bench/README.md)."""

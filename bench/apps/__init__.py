@@ -1,0 +1,1 @@
+"""The benchmark apps: the same endpoints written for every server interface."""

@@ -1,0 +1,385 @@
+"""Which servers the benchmarks run, how to start them, and how to stop only them.
+
+Shared by bench.py, idle_rss.py and ws_echo.py so every script starts a server the same way:
+one process at a time, bound to 127.0.0.1 on a free port, optionally pinned to one CPU, its
+output captured to a log file, and stopped by its own PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO_ROOT / "bench"
+RESULTS_DIR = BENCH_DIR / "results"
+
+# Comparable concurrency for every thread-pool server (waitress, gunicorn gthread, cheroot,
+# zzz native): four worker threads in one process.
+POOL_THREADS = 4
+# zzz closes a keep-alive connection after 100 requests by default; the other servers never
+# do, so the benchmark lifts the cap to compare request handling rather than reconnects.
+ZZZ_MAX_REQUESTS_PER_CONNECTION = 1_000_000
+# How long a server may take to answer its first request before it counts as failed.
+START_TIMEOUT_S = 20.0
+# How long a server gets to exit after SIGTERM before it is SIGKILLed.
+STOP_TIMEOUT_S = 10.0
+# Poll interval while waiting for a server to come up.
+READY_POLL_S = 0.1
+# Socket timeout of the readiness probe and smoke checks.
+PROBE_TIMEOUT_S = 2.0
+# Largest probe response read; the bench endpoints answer a few bytes.
+PROBE_MAX_BYTES = 64 * 1024
+# Lines of a failed server's log quoted in the report.
+LOG_TAIL_LINES = 15
+
+
+def _py() -> list[str]:
+    return [sys.executable]
+
+
+def _zzz(app: str, backend: str, extra: list[str]) -> Callable[[int, bool], list[str]]:
+    def argv(port: int, idle: bool) -> list[str]:
+        cmd = [*_py(), "-m", "zzz", "run", app, "--backend", backend, "--host", HOST]
+        cmd += ["--port", str(port), "--log-level", "warning", *extra]
+        cmd += ["--max-requests-per-connection", str(ZZZ_MAX_REQUESTS_PER_CONNECTION)]
+        if idle:
+            # Room for the idle-connection test: a larger accept backlog, no connection cap
+            # below the test size, and a keep-alive timeout longer than the test.
+            cmd += ["--kernel-backlog", "1024", "--max-connections", "65536"]
+            cmd += ["--keepalive-timeout-ms", "600000"]
+        return cmd
+
+    return argv
+
+
+def _uvicorn(app: str, ws: bool) -> Callable[[int, bool], list[str]]:
+    def argv(port: int, idle: bool) -> list[str]:
+        cmd = [*_py(), "-m", "uvicorn", app, "--host", HOST, "--port", str(port)]
+        cmd += ["--http", "httptools", "--loop", "uvloop", "--workers", "1"]
+        cmd += ["--no-access-log", "--log-level", "warning"]
+        cmd += ["--ws", "websockets" if ws else "none"]
+        if idle:
+            cmd += ["--timeout-keep-alive", "600", "--backlog", "1024"]
+        return cmd
+
+    return argv
+
+
+def _granian(port: int, idle: bool) -> list[str]:
+    cmd = [*_py(), "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port)]
+    cmd += ["--workers", "1", "--runtime-threads", "1", "--loop", "uvloop", "--http", "1"]
+    cmd += ["--no-ws", "--log-level", "warning", "--no-access-log"]
+    return [*cmd, "bench.apps.asgi_app:app"]
+
+
+def _waitress(port: int, idle: bool) -> list[str]:
+    cmd = [*_py(), "-m", "waitress", f"--host={HOST}", f"--port={port}"]
+    cmd += [f"--threads={POOL_THREADS}"]
+    if idle:
+        cmd += ["--connection-limit=65536", "--backlog=1024", "--channel-timeout=600"]
+    return [*cmd, "bench.apps.wsgi_app:app"]
+
+
+def _gunicorn(port: int, idle: bool) -> list[str]:
+    cmd = [*_py(), "-m", "gunicorn", "-k", "gthread", "--workers", "1"]
+    cmd += ["--threads", str(POOL_THREADS), "-b", f"{HOST}:{port}", "--log-level", "warning"]
+    return [*cmd, "bench.apps.wsgi_app:app"]
+
+
+def _cheroot(port: int, idle: bool) -> list[str]:
+    cmd = [*_py(), "-m", "cheroot", "--bind", f"{HOST}:{port}"]
+    cmd += ["--threads", str(POOL_THREADS), "--max-threads", str(POOL_THREADS)]
+    return [*cmd, "bench.apps.wsgi_app:app"]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One benchmark contestant: a name and how to build its command line."""
+
+    name: str
+    argv: Callable[[int, bool], list[str]]
+    note: str
+
+
+_NATIVE_EXTRA = ["--worker-threads", str(POOL_THREADS)]
+
+HTTP_SERVERS: dict[str, ServerSpec] = {
+    s.name: s
+    for s in (
+        ServerSpec(
+            "zzz-native",
+            _zzz("bench.apps.zzz_app:app", "native", _NATIVE_EXTRA),
+            f"zzz native backend, {POOL_THREADS} worker threads, sync handlers",
+        ),
+        ServerSpec(
+            "zzz-native-async",
+            _zzz("bench.apps.zzz_async_app:app", "native", _NATIVE_EXTRA),
+            f"zzz native backend, {POOL_THREADS} worker threads, async handlers",
+        ),
+        ServerSpec(
+            "zzz-eventloop",
+            _zzz("bench.apps.zzz_app:app", "eventloop", []),
+            "zzz eventloop backend (uvloop when installed), sync handlers",
+        ),
+        ServerSpec(
+            "zzz-eventloop-async",
+            _zzz("bench.apps.zzz_async_app:app", "eventloop", []),
+            "zzz eventloop backend (uvloop when installed), async handlers",
+        ),
+        ServerSpec(
+            "uvicorn",
+            _uvicorn("bench.apps.asgi_app:app", ws=False),
+            "uvicorn, raw ASGI, --http httptools --loop uvloop, 1 worker",
+        ),
+        ServerSpec("granian", _granian, "granian --interface asgi, 1 worker, 1 runtime thread"),
+        ServerSpec("waitress", _waitress, f"waitress, raw WSGI, {POOL_THREADS} threads"),
+        ServerSpec(
+            "gunicorn",
+            _gunicorn,
+            f"gunicorn -k gthread, raw WSGI, 1 worker x {POOL_THREADS} threads",
+        ),
+        ServerSpec("cheroot", _cheroot, f"cheroot, raw WSGI, {POOL_THREADS} threads"),
+    )
+}
+
+DEFAULT_HTTP_SERVERS = [
+    "zzz-native",
+    "zzz-eventloop",
+    "zzz-eventloop-async",
+    "uvicorn",
+    "granian",
+    "waitress",
+    "gunicorn",
+    "cheroot",
+]
+
+WS_SERVERS: dict[str, ServerSpec] = {
+    s.name: s
+    for s in (
+        ServerSpec(
+            "zzz-eventloop",
+            _zzz("bench.apps.zzz_ws_app:app", "eventloop", []),
+            "zzz eventloop backend, app.ws() echo",
+        ),
+        ServerSpec(
+            "zzz-native",
+            _zzz("bench.apps.zzz_ws_app:app", "native", _NATIVE_EXTRA),
+            "zzz native backend, app.ws() echo",
+        ),
+        ServerSpec(
+            "uvicorn",
+            _uvicorn("bench.apps.asgi_ws_app:app", ws=True),
+            "uvicorn --ws websockets, raw ASGI echo",
+        ),
+    )
+}
+
+
+def parse_names(text: str, known: dict[str, ServerSpec]) -> list[str]:
+    """Split a comma-separated server list, rejecting unknown names up front."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown server(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
+# --- CPU pinning -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """``taskset`` prefixes for the server and the load generator (empty when not pinning)."""
+
+    server: list[str] = field(default_factory=list)
+    client: list[str] = field(default_factory=list)
+    description: str = "not pinned"
+
+
+def plan_pinning(enabled: bool, server_cpu: int, client_cpu: int) -> Pinning:
+    """Pin server and client to different CPUs when taskset and two usable CPUs exist."""
+    if not enabled:
+        return Pinning(description="not pinned (--no-pin)")
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        return Pinning(description="not pinned (taskset not found)")
+    cpus = sorted(os.sched_getaffinity(0))
+    if server_cpu not in cpus or client_cpu not in cpus or server_cpu == client_cpu:
+        return Pinning(description=f"not pinned (usable CPUs {cpus})")
+    return Pinning(
+        server=[taskset, "-c", str(server_cpu)],
+        client=[taskset, "-c", str(client_cpu)],
+        description=f"server on CPU {server_cpu}, load generator on CPU {client_cpu}",
+    )
+
+
+# --- process lifecycle -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (the server binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def http_request(port: int, raw: bytes, timeout: float = PROBE_TIMEOUT_S) -> tuple[int, bytes]:
+    """Send one raw request on a fresh connection; return (status, body). Raises OSError."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(raw)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(data) < PROBE_MAX_BYTES:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                length = _content_length(head)
+                if length is not None and len(body) >= length:
+                    return _status(head), body[:length]
+            chunk = s.recv(PROBE_MAX_BYTES)
+            if not chunk:
+                break
+            data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if not sep:
+            raise OSError(f"incomplete response: {data[:200]!r}")
+        return _status(head), body
+
+
+def _status(head: bytes) -> int:
+    parts = head.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+        raise OSError(f"not an HTTP response: {head[:200]!r}")
+    return int(parts[1])
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return None
+
+
+class ServerFailed(Exception):
+    """The server did not start, did not answer, or answered wrongly."""
+
+
+class RunningServer:
+    """A server process this harness started; only this PID (and its group) is ever signalled."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.port = 0
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("wb")
+        # A new session makes the server the leader of its own process group, so the final
+        # SIGKILL can also reach workers it forked (gunicorn) and nothing else.
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, port: int, timeout: float = START_TIMEOUT_S) -> float:
+        """Poll until any HTTP response comes back; return seconds it took."""
+        self.port = port
+        start = time.monotonic()
+        probe = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        last_error = "no attempt"
+        while time.monotonic() - start < timeout:
+            code = self.proc.poll()
+            if code is not None:
+                raise ServerFailed(f"exited with code {code} before answering\n{self.log_tail()}")
+            try:
+                http_request(port, probe)
+                return time.monotonic() - start
+            except (OSError, ValueError) as exc:
+                last_error = str(exc)
+            time.sleep(READY_POLL_S)
+        raise ServerFailed(
+            f"no HTTP answer within {timeout:.0f}s ({last_error})\n{self.log_tail()}"
+        )
+
+    def log_tail(self) -> str:
+        self._log.flush()
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"    | {line}" for line in lines[-LOG_TAIL_LINES:])
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM the server, SIGKILL its process group if it lingers; return exit code."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(timeout)
+            # Workers a master left behind share the group we created; reap them too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.returncode
+        finally:
+            self._log.close()
+
+
+@contextlib.contextmanager
+def running(
+    spec: ServerSpec,
+    log_path: Path,
+    pin: Pinning,
+    *,
+    idle: bool = False,
+    timeout: float = START_TIMEOUT_S,
+) -> Iterator[RunningServer]:
+    """Start ``spec`` on a free port, wait until it answers, and always stop it afterwards."""
+    port = free_port()
+    server = RunningServer(spec.name, [*pin.server, *spec.argv(port, idle)], log_path)
+    try:
+        server.wait_ready(port, timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` from /proc (psutil is not a dependency)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS for pid {pid}")
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of ``pid`` plus its direct children (gunicorn/granian serve from a child)."""
+    total = rss_bytes(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):
+                total += rss_bytes(int(child))
+    return total

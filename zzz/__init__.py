@@ -1,0 +1,1 @@
+"""zzz (placeholder; the router helper writes the public API)."""

@@ -1,0 +1,565 @@
+"""Native backend: one acceptor thread → bounded queue → pool of worker threads.
+
+The original zzz design, made production-grade:
+
+* The acceptor (the thread that called ``listen``) ``accept()``s and pushes
+  connections onto a :class:`BoundedQueue`. When the queue is full it blocks,
+  so no accepted connection is dropped; the kernel backlog holds the rest.
+* Workers pop a connection and serve it *while it has data*. A connection with
+  nothing to read (idle keep-alive, or a client trickling a request) is parked
+  on the acceptor's selector instead of pinning a worker, and queued again
+  when it becomes readable. So 1,000 idle keep-alive connections with 4
+  workers cannot stop a new client from being served.
+* The acceptor also enforces deadlines of parked connections: the absolute
+  read deadline of a partial request (→ 408) and the keep-alive timeout.
+
+Blocking sockets are used in the workers (one syscall per recv/send); the
+write timeout is the kernel's ``SO_SNDTIMEO``: a client that makes no progress
+reading for ``write_timeout_ms`` is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import logging
+import os
+import select
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import AsyncIterable, Awaitable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._thread_timers import ThreadTimerService
+from zzz.http.connection import (
+    CONTINUE_RESPONSE,
+    ExpectContinue,
+    HTTPConnection,
+    Limits,
+    ProtocolError,
+)
+from zzz.http.request import Request
+from zzz.http.response import Response
+
+if TYPE_CHECKING:
+    from zzz.server import Server
+
+log = logging.getLogger("zzz.native")
+
+#: Bytes asked of the kernel per recv().
+RECV_SIZE = 65536
+#: Longest the acceptor sleeps before sweeping deadlines of parked connections.
+MAX_SWEEP_INTERVAL_S = 0.25
+#: How long a worker waits for the next request on its connection before parking it,
+#: when no other connection is waiting for a worker (saves a park/unpark round trip).
+LINGER_S = 0.0005
+#: Time workers get to exit once the queue is closed.
+WORKER_JOIN_S = 2.0
+
+_INTERNAL_ERROR = Response(
+    500, [("Content-Type", "text/plain; charset=utf-8")], b"500 Internal Server Error\n"
+)
+
+
+class QueueClosed(Exception):
+    """The queue was closed: the worker should exit."""
+
+
+class BoundedQueue:
+    """A FIFO of connections with a capacity, built on ``threading.Condition``.
+
+    ``put`` blocks while the queue is full (back-pressure on the acceptor) and
+    ``get`` blocks while it is empty. ``close`` wakes everyone: ``get`` then
+    raises :class:`QueueClosed` once the queue is empty.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: collections.deque[Conn] = collections.deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._closed = False
+
+    def put(self, item: Conn, stop: threading.Event | None = None) -> bool:
+        """Add ``item``, waiting while full. False if the queue closed meanwhile."""
+        with self._lock:
+            while len(self._items) >= self.capacity and not self._closed:
+                self._not_full.wait(0.1)
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._not_empty.notify()
+            return True
+
+    def get(self) -> Conn:
+        with self._lock:
+            while not self._items:
+                if self._closed:
+                    raise QueueClosed
+                self._not_empty.wait()
+            item = self._items.popleft()
+            self._not_full.notify()
+            return item
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Conn:
+    """One client connection and its HTTP state. Owned by one thread at a time."""
+
+    __slots__ = ("deadline", "engine", "fd", "idle_since", "sock")
+
+    def __init__(self, sock: socket.socket, engine: HTTPConnection) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.engine = engine
+        #: Absolute monotonic deadline for the request being received (None when idle).
+        self.deadline: float | None = None
+        self.idle_since = time.monotonic()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class Parker:
+    """The selector idle connections wait on, run by the acceptor thread.
+
+    Workers call :meth:`park` from their own threads. With epoll the socket is
+    (re-)armed with ``EPOLLONESHOT`` directly — the kernel call is thread-safe
+    and needs no wake-up; elsewhere a pending list and a wake-up socket pair
+    hand connections to the selector thread.
+    """
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.parked: dict[int, Conn] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._listener_fd = listener.fileno()
+        self._wake_fd = self._wake_r.fileno()
+        self._pending: collections.deque[Conn] = collections.deque()
+        self._armed: set[int] = set()
+        self._epoll: Any = None
+        self._selector: selectors.BaseSelector | None = None
+        if hasattr(select, "epoll"):
+            self._epoll = select.epoll()
+            self._epoll.register(self._listener_fd, select.EPOLLIN)
+            self._epoll.register(self._wake_fd, select.EPOLLIN)
+        else:  # pragma: no cover - non-Linux
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self._listener_fd, selectors.EVENT_READ)
+            self._selector.register(self._wake_fd, selectors.EVENT_READ)
+
+    def park(self, conn: Conn) -> None:
+        conn.idle_since = time.monotonic()
+        self.parked[conn.fd] = conn
+        if self._epoll is not None:
+            mask = select.EPOLLIN | select.EPOLLONESHOT | select.EPOLLRDHUP
+            if conn.fd in self._armed:
+                self._epoll.modify(conn.fd, mask)
+            else:
+                self._armed.add(conn.fd)
+                self._epoll.register(conn.fd, mask)
+        else:  # pragma: no cover - non-Linux
+            self._pending.append(conn)
+            self.wake()
+
+    def forget(self, conn: Conn) -> None:
+        """Drop a connection that is closing (before its socket is closed)."""
+        self.parked.pop(conn.fd, None)
+        if conn.fd in self._armed:
+            self._armed.discard(conn.fd)
+            if self._epoll is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._epoll.unregister(conn.fd)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def poll(self, timeout: float) -> tuple[bool, list[Conn]]:
+        """Wait up to ``timeout``; returns (listener readable, connections readable)."""
+        ready: list[Conn] = []
+        accept = False
+        if self._epoll is not None:
+            try:
+                events = self._epoll.poll(timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                events = []
+            for fd, _ in events:
+                if fd == self._listener_fd:
+                    accept = True
+                elif fd == self._wake_fd:
+                    self._drain_wake()
+                else:
+                    conn = self.parked.pop(fd, None)
+                    if conn is not None:
+                        ready.append(conn)
+            return accept, ready
+        selector = self._selector  # pragma: no cover - non-Linux
+        assert selector is not None
+        while self._pending:
+            conn = self._pending.popleft()
+            selector.register(conn.fd, selectors.EVENT_READ, conn)
+        for key, _ in selector.select(timeout):
+            if key.fd == self._listener_fd:
+                accept = True
+            elif key.fd == self._wake_fd:
+                self._drain_wake()
+            else:
+                selector.unregister(key.fd)
+                conn = self.parked.pop(key.fd, None)
+                if conn is not None:
+                    ready.append(conn)
+        return accept, ready
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def stop_listening(self) -> None:
+        if self._epoll is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(self._listener_fd)
+        elif self._selector is not None:  # pragma: no cover - non-Linux
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self._listener_fd)
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+        if self._selector is not None:  # pragma: no cover - non-Linux
+            self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class NativeBackend:
+    """State of one running native server; :func:`listen` drives it."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        config = server.config
+        self.config = config
+        self.limits = Limits.from_config(config)
+        self.read_timeout = config.read_timeout_ms / 1000.0
+        self.keepalive_timeout = config.keepalive_timeout_ms / 1000.0
+        self.write_timeout = config.write_timeout_ms / 1000.0
+        self.sweep_interval = min(
+            MAX_SWEEP_INTERVAL_S, self.read_timeout / 4, self.keepalive_timeout / 4
+        )
+        self.queue = BoundedQueue(config.native_queue_capacity)
+        self.stop = server.shutting_down
+        self.listener = bind_listener(config)
+        self.parker = Parker(self.listener)
+        self.open_conns: set[Conn] = set()
+        self._open_lock = threading.Lock()
+        self._local = threading.local()
+        self.workers: list[threading.Thread] = []
+        self._sndtimeo = struct.pack("ll", int(self.write_timeout), int(
+            (self.write_timeout % 1) * 1_000_000))
+        self.scheme = "https" if server.ssl_context is not None else "http"
+
+    # ------------------------------------------------------------------ acceptor
+
+    def run(self) -> None:
+        server = self.server
+        server.address = bound_address(self.listener)
+        self.listener.setblocking(False)
+        timers = ThreadTimerService()
+        server.attach_timers(timers)
+        for i in range(self.config.native_workers):
+            thread = threading.Thread(target=self._worker, name=f"zzz-worker-{i}", daemon=True)
+            thread.start()
+            self.workers.append(thread)
+        server.on_shutdown(self.parker.wake)
+        server.ready.set()
+        try:
+            self._accept_loop()
+            self._drain()
+        finally:
+            timers.stop()
+            self.queue.close()
+            for thread in self.workers:
+                thread.join(WORKER_JOIN_S)
+            with self._open_lock:
+                leftover = list(self.open_conns)
+            for conn in leftover:
+                conn.close()
+            self.parker.close()
+            with contextlib.suppress(OSError):
+                self.listener.close()
+
+    def _accept_loop(self) -> None:
+        next_sweep = time.monotonic() + self.sweep_interval
+        while not self.stop.is_set():
+            accept, ready = self.parker.poll(self.sweep_interval)
+            for conn in ready:
+                self.queue.put(conn)
+            if accept:
+                self._accept_all()
+            now = time.monotonic()
+            if now >= next_sweep:
+                self._sweep(now)
+                next_sweep = now + self.sweep_interval
+
+    def _accept_all(self) -> None:
+        while True:
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed (%s); backing off", exc)
+                    time.sleep(0.05)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            sock.setblocking(True)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._sndtimeo)
+            client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
+            conn = Conn(sock, HTTPConnection(self.limits, client, self.scheme))
+            with self._open_lock:
+                self.open_conns.add(conn)
+            if not self.queue.put(conn):
+                self._close(conn)
+                return
+
+    def _sweep(self, now: float) -> None:
+        """Close parked connections whose deadline passed (408 for a partial request)."""
+        for conn in list(self.parker.parked.values()):
+            if conn.deadline is not None:
+                if now >= conn.deadline:
+                    self.parker.forget(conn)
+                    self._send_quietly(conn, conn.engine.error_response(
+                        ProtocolError(408, "request not received in time")))
+                    self._close(conn)
+            elif now - conn.idle_since >= self.keepalive_timeout:
+                self.parker.forget(conn)
+                self._close(conn)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _drain(self) -> None:
+        """Stop accepting, close idle connections, wait for in-flight work."""
+        self.parker.stop_listening()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        deadline = time.monotonic() + self.config.drain_timeout_ms / 1000.0
+        log.info("shutting down: no longer accepting; draining in-flight requests")
+        while True:
+            now = time.monotonic()
+            for conn in list(self.parker.parked.values()):
+                if conn.deadline is None:  # idle keep-alive: nothing in flight
+                    self.parker.forget(conn)
+                    self._close(conn)
+            with self._open_lock:
+                remaining = len(self.open_conns)
+            if remaining == 0:
+                log.info("drained: all connections closed")
+                return
+            if now >= deadline:
+                log.warning(
+                    "drain deadline passed: cutting %d connection(s) still in flight", remaining
+                )
+                return
+            _, ready = self.parker.poll(min(0.05, max(0.0, deadline - now)))
+            for conn in ready:
+                self.queue.put(conn)
+            self._sweep(now)
+
+    # ------------------------------------------------------------------ workers
+
+    def _worker(self) -> None:
+        while True:
+            try:
+                conn = self.queue.get()
+            except QueueClosed:
+                break
+            try:
+                self._serve(conn)
+            except Exception:
+                log.exception("unexpected error serving %s", conn.engine)
+                self._close(conn)
+        loop = getattr(self._local, "loop", None)
+        if loop is not None:
+            loop.close()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """This worker's event loop for ``async def`` handlers (created on first use)."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            self._local.loop = loop
+        return loop
+
+    def _serve(self, conn: Conn) -> None:
+        """Serve ``conn`` while it has data; park or close it when it has none."""
+        sock = conn.sock
+        engine = conn.engine
+        server = self.server
+        while True:
+            try:
+                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if LINGER_S > 0 and len(self.queue) == 0:
+                    readable, _, _ = select.select([sock], [], [], LINGER_S)
+                    if readable:
+                        continue
+                self._park_or_close(conn)
+                return
+            except OSError:
+                self._close(conn)
+                return
+            if not data:
+                self._close(conn)
+                return
+            if conn.deadline is None:
+                conn.deadline = time.monotonic() + self.read_timeout
+            events = engine.feed(data)
+            if not events:
+                if engine.in_request and time.monotonic() >= conn.deadline:
+                    self._send_quietly(conn, engine.error_response(
+                        ProtocolError(408, "request not received in time")))
+                    self._close(conn)
+                    return
+                continue
+            out: list[bytes] = []
+            for event in events:
+                if self.stop.is_set():
+                    engine.close_after_response = True
+                if isinstance(event, Request):
+                    if not self._respond(conn, event, out):
+                        return
+                elif isinstance(event, ExpectContinue):
+                    rejection = server.check_continue(event.request)
+                    if rejection is None:
+                        out.append(CONTINUE_RESPONSE)
+                    else:
+                        engine.close_after_response = True
+                        out.append(engine.serialize(rejection, event.request))
+                else:
+                    out.append(engine.error_response(event))
+                if engine.must_close:
+                    self._finish(conn, out)
+                    return
+            if out and not self._send(conn, b"".join(out)):
+                return
+            conn.deadline = time.monotonic() + self.read_timeout if engine.in_request else None
+            if engine.is_dead:
+                self._close(conn)
+                return
+
+    def _respond(self, conn: Conn, request: Request, out: list[bytes]) -> bool:
+        """Run the application and append (or stream) the response. False: conn closed."""
+        engine = conn.engine
+        try:
+            result = self.server.handle(request)
+            if not isinstance(result, Response):
+                result = self._loop().run_until_complete(_as_coroutine(result))
+        except Exception:
+            log.exception("application error for %s %s", request.method, request.path)
+            result = _INTERNAL_ERROR
+        out.append(engine.serialize(result, request))
+        stream = result.stream
+        if stream is None or request.method == "HEAD":
+            return True
+        # Streamed body: flush what is pending, then write chunk by chunk.
+        if not self._send(conn, b"".join(out)):
+            return False
+        out.clear()
+        try:
+            pieces = self._aiterate(stream) if isinstance(stream, AsyncIterable) else stream
+            for piece in pieces:
+                framed = engine.chunk(piece)
+                if framed and not self._send(conn, framed):
+                    return False
+        except Exception:
+            log.exception("stream of %s %s failed; closing", request.method, request.path)
+            self._close(conn)
+            return False
+        out.append(engine.end())
+        return True
+
+    def _aiterate(self, stream: AsyncIterable[bytes]) -> Iterable[bytes]:
+        """Iterate an async body stream from this worker thread on its loop."""
+        loop = self._loop()
+        iterator = stream.__aiter__()
+        while True:
+            try:
+                yield loop.run_until_complete(_anext(iterator))
+            except StopAsyncIteration:
+                return
+
+    # ------------------------------------------------------------------ I/O helpers
+
+    def _send(self, conn: Conn, data: bytes) -> bool:
+        try:
+            conn.sock.sendall(data)
+            return True
+        except OSError as exc:
+            if isinstance(exc, BlockingIOError) or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                log.info("client %s stopped reading: dropped after write timeout",
+                         conn.engine)
+            self._close(conn)
+            return False
+
+    def _send_quietly(self, conn: Conn, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            conn.sock.send(data, socket.MSG_DONTWAIT)
+
+    def _finish(self, conn: Conn, out: list[bytes]) -> None:
+        """Send the last bytes and close (the response said Connection: close)."""
+        if self._send(conn, b"".join(out)):
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)
+            self._close(conn)
+
+    def _park_or_close(self, conn: Conn) -> None:
+        if self.stop.is_set() and not conn.engine.in_request:
+            self._close(conn)
+            return
+        self.parker.park(conn)
+
+    def _close(self, conn: Conn) -> None:
+        self.parker.forget(conn)
+        conn.close()
+        with self._open_lock:
+            self.open_conns.discard(conn)
+
+
+async def _as_coroutine(awaitable: Awaitable[Response]) -> Response:
+    return await awaitable
+
+
+async def _anext(iterator: Any) -> bytes:
+    value: bytes = await iterator.__anext__()
+    return value
+
+
+def listen(server: Server) -> None:
+    """Serve ``server`` on the native backend until it shuts down."""
+    backend = NativeBackend(server)
+    log.debug("native backend: %d workers, queue %d, pid %d",
+              server.config.native_workers, backend.queue.capacity, os.getpid())
+    backend.run()

@@ -1,0 +1,69 @@
+"""A case-insensitive multi-dict of header fields that keeps arrival order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+class Headers:
+    """Request header fields, as received.
+
+    Names keep their original spelling for :meth:`items`; lookups ignore case.
+    Values are ``str`` decoded as Latin-1 (RFC 9110 treats field values as opaque
+    octets; Latin-1 round-trips every byte). The lookup index is built on first
+    use, because most handlers read one or two headers and many read none.
+    """
+
+    __slots__ = ("_fields", "_index")
+
+    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+        self._fields: list[tuple[str, str]] = fields if fields is not None else []
+        self._index: dict[str, list[str]] | None = None
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for name, value in self._fields:
+                index.setdefault(name.lower(), []).append(value)
+            self._index = index
+        return index
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field (the engine uses this while parsing)."""
+        self._fields.append((name, value))
+        self._index = None
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        values = self._lookup().get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in arrival order (empty when absent)."""
+        return list(self._lookup().get(name.lower(), ()))
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Every field in arrival order, repeated names included."""
+        return iter(self._fields)
+
+    def keys(self) -> list[str]:
+        return [name for name, _ in self._fields]
+
+    def __getitem__(self, name: str) -> str:
+        values = self._lookup().get(name.lower())
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lookup()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
