@@ -8,6 +8,7 @@ backends share lives here: the application entry points (:meth:`Server.handle`,
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import signal
@@ -68,6 +69,8 @@ class Server:
         self._early_timers: list[Timer] = []
         self._signals = 0
         self.ssl_context: Any = None
+        #: Where ``ctx.run_blocking`` sends work; set by backends that need one.
+        self.blocking_executor: concurrent.futures.Executor | None = None
         if self.config.tls is not None:
             from zzz.tls import build_context
 
