@@ -134,6 +134,7 @@ class HttpProtocol(asyncio.Protocol):
         "_client",
         "_drain_waiter",
         "_engine",
+        "_extensions",
         "_idle_since",
         "_loop",
         "_pending",
@@ -153,6 +154,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._engine: HTTPConnection | None = None
         self._client: tuple[str, int] | None = None
+        #: Per-connection facts copied onto every request (TLS peer certificate).
+        self._extensions: dict[str, Any] = {}
         self._busy = False
         self._pending: collections.deque[Request | ExpectContinue | ProtocolError] = (
             collections.deque()
@@ -176,6 +179,9 @@ class HttpProtocol(asyncio.Protocol):
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self._client = client
         self._engine = HTTPConnection(backend.limits, client, backend.scheme)
+        peercert = transport.get_extra_info("peercert")
+        if peercert:
+            self._extensions["tls_peer_cert"] = peercert
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -253,6 +259,8 @@ class HttpProtocol(asyncio.Protocol):
             if state.shutting_down:
                 engine.close_after_response = True
             if type(event) is Request:
+                if self._extensions:
+                    event.extensions.update(self._extensions)
                 try:
                     result = state.backend.server.handle(event)
                 except Exception:
@@ -431,6 +439,17 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------ shutdown
 
+    def abort_if_closed_and_flushed(self) -> None:
+        """During a drain: a closing transport with nothing left to send is done.
+
+        A TLS transport otherwise waits for the peer's close_notify, which a
+        client that has gone quiet never sends; that must not hold the drain.
+        """
+        transport = self.transport
+        if transport is not None and transport.is_closing():
+            if transport.get_write_buffer_size() == 0:
+                transport.abort()
+
     def begin_shutdown(self) -> None:
         """Close when idle; otherwise the next response says ``Connection: close``."""
         engine = self._engine
@@ -530,6 +549,8 @@ class EventLoopBackend:
             conn.begin_shutdown()
         deadline = time.monotonic() + self.config.drain_timeout_ms / 1000.0
         while state.connections and time.monotonic() < deadline:
+            for conn in list(state.connections):
+                conn.abort_if_closed_and_flushed()
             await asyncio.sleep(DRAIN_POLL_S)
         if state.connections:
             log.warning(

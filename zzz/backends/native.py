@@ -29,6 +29,7 @@ import os
 import select
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -119,17 +120,37 @@ class BoundedQueue:
 
 
 class Conn:
-    """One client connection and its HTTP state. Owned by one thread at a time."""
+    """One client connection and its HTTP state. Owned by one thread at a time.
 
-    __slots__ = ("deadline", "engine", "fd", "idle_since", "sock")
+    Plain TCP sockets are blocking (one syscall per recv/send, ``MSG_DONTWAIT``
+    for the non-blocking reads). TLS sockets are non-blocking throughout so the
+    handshake, like reads, never holds a worker while the client is silent.
+    """
 
-    def __init__(self, sock: socket.socket, engine: HTTPConnection) -> None:
+    __slots__ = ("deadline", "engine", "extensions", "fd", "handshaking", "idle_since", "sock",
+                 "tls")
+
+    def __init__(self, sock: socket.socket, engine: HTTPConnection, tls: bool = False) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.engine = engine
-        #: Absolute monotonic deadline for the request being received (None when idle).
+        self.tls = tls
+        #: True until the TLS handshake has completed.
+        self.handshaking = tls
+        #: Absolute monotonic deadline for the request (or handshake) being received.
         self.deadline: float | None = None
         self.idle_since = time.monotonic()
+        #: Per-connection facts copied onto every request (TLS peer certificate).
+        self.extensions: dict[str, Any] = {}
+
+    def recv(self) -> bytes | None:
+        """Whatever has arrived, ``b""`` at EOF, ``None`` when nothing is waiting."""
+        try:
+            if self.tls:
+                return self.sock.recv(RECV_SIZE)
+            return self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -333,12 +354,28 @@ class NativeBackend:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
-            sock.setblocking(True)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._sndtimeo)
             client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
-            conn = Conn(sock, HTTPConnection(self.limits, client, self.scheme))
+            engine = HTTPConnection(self.limits, client, self.scheme)
+            context = self.server.ssl_context  # read per accept: reload_tls() swaps it
+            if context is None:
+                sock.setblocking(True)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._sndtimeo)
+                conn = Conn(sock, engine)
+            else:
+                sock.setblocking(False)
+                try:
+                    tls_sock = context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except (OSError, ValueError) as exc:
+                    log.info("TLS setup failed for %s: %s", client, exc)
+                    sock.close()
+                    continue
+                conn = Conn(tls_sock, engine, tls=True)
+                conn.deadline = time.monotonic() + self.read_timeout
             with self._open_lock:
                 self.open_conns.add(conn)
             if not self.queue.put(conn):
@@ -351,8 +388,11 @@ class NativeBackend:
             if conn.deadline is not None:
                 if now >= conn.deadline:
                     self.parker.forget(conn)
-                    self._send_quietly(conn, conn.engine.error_response(
-                        ProtocolError(408, "request not received in time")))
+                    if conn.handshaking:
+                        log.info("TLS handshake with %s timed out", conn.engine)
+                    else:
+                        self._send_quietly(conn, conn.engine.error_response(
+                            ProtocolError(408, "request not received in time")))
                     self._close(conn)
             elif now - conn.idle_since >= self.keepalive_timeout:
                 self.parker.forget(conn)
@@ -418,18 +458,20 @@ class NativeBackend:
         sock = conn.sock
         engine = conn.engine
         server = self.server
+        if conn.handshaking and not self._handshake(conn):
+            return
         while True:
             try:
-                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
+                data = conn.recv()
+            except OSError:
+                self._close(conn)
+                return
+            if data is None:
                 if LINGER_S > 0 and len(self.queue) == 0:
                     readable, _, _ = select.select([sock], [], [], LINGER_S)
                     if readable:
                         continue
                 self._park_or_close(conn)
-                return
-            except OSError:
-                self._close(conn)
                 return
             if not data:
                 self._close(conn)
@@ -449,6 +491,8 @@ class NativeBackend:
                 if self.stop.is_set():
                     engine.close_after_response = True
                 if isinstance(event, Request):
+                    if conn.extensions:
+                        event.extensions.update(conn.extensions)
                     if not self._respond(conn, event, out):
                         return
                 elif isinstance(event, ExpectContinue):
@@ -513,7 +557,29 @@ class NativeBackend:
 
     # ------------------------------------------------------------------ I/O helpers
 
+    def _handshake(self, conn: Conn) -> bool:
+        """Advance a non-blocking TLS handshake. True when done; else parked or closed."""
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self.parker.park(conn)
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", conn.engine, _short(exc))
+            self._close(conn)
+            return False
+        conn.handshaking = False
+        conn.deadline = None
+        peer = sock.getpeercert()
+        if peer:
+            conn.extensions["tls_peer_cert"] = peer
+        return True
+
     def _send(self, conn: Conn, data: bytes) -> bool:
+        if conn.tls:
+            return self._send_nonblocking(conn, data)
         try:
             conn.sock.sendall(data)
             return True
@@ -524,9 +590,39 @@ class NativeBackend:
             self._close(conn)
             return False
 
+    def _send_nonblocking(self, conn: Conn, data: bytes) -> bool:
+        """Send on a non-blocking (TLS) socket, waiting for writability up to the timeout."""
+        view = memoryview(data)
+        deadline = time.monotonic() + self.write_timeout
+        sock = conn.sock
+        try:
+            while view:
+                try:
+                    sent = sock.send(view)
+                    view = view[sent:]
+                    continue
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.info("client %s stopped reading: dropped after write timeout",
+                             conn.engine)
+                    self._close(conn)
+                    return False
+                select.select([], [sock], [], remaining)
+        except OSError:
+            self._close(conn)
+            return False
+        return True
+
     def _send_quietly(self, conn: Conn, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            conn.sock.send(data, socket.MSG_DONTWAIT)
+        """Best effort, never blocking (a 408 to a client that may not read it)."""
+        with contextlib.suppress(OSError, ValueError):
+            if conn.tls:
+                if not conn.handshaking:
+                    conn.sock.send(data)
+            else:
+                conn.sock.send(data, socket.MSG_DONTWAIT)
 
     def _finish(self, conn: Conn, out: list[bytes]) -> None:
         """Send the last bytes and close (the response said Connection: close)."""
@@ -546,6 +642,12 @@ class NativeBackend:
         conn.close()
         with self._open_lock:
             self.open_conns.discard(conn)
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line description of a TLS/socket error for the log (no traceback)."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else exc.__class__.__name__ + ": " + str(exc)
 
 
 async def _as_coroutine(awaitable: Awaitable[Response]) -> Response:
