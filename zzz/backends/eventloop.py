@@ -446,9 +446,12 @@ class HttpProtocol(asyncio.Protocol):
         client that has gone quiet never sends; that must not hold the drain.
         """
         transport = self.transport
-        if transport is not None and transport.is_closing():
-            if transport.get_write_buffer_size() == 0:
-                transport.abort()
+        if (
+            transport is not None
+            and transport.is_closing()
+            and transport.get_write_buffer_size() == 0
+        ):
+            transport.abort()
 
     def begin_shutdown(self) -> None:
         """Close when idle; otherwise the next response says ``Connection: close``."""

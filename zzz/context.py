@@ -1,0 +1,636 @@
+"""Context: what a handler or middleware sees of one request, and how it answers.
+
+One :class:`Context` is built per request by the router, so it is kept cheap:
+``__slots__``, and everything a typical handler does not touch (query, cookies,
+parsed bodies, ``assigns``, response headers) is created on first use only.
+
+A context collects the response in plain attributes (status, content type,
+headers, body or stream) and the router turns them into one
+:class:`~zzz.http.response.Response` at the end. A handler that sets nothing
+answers ``200`` with an empty body (``Content-Length: 0``): "it ran and had
+nothing to say" is a success, and a 404/500 there would hide the route.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import mimetypes
+import os
+import re
+import stat
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, quote
+
+from zzz.errors import HTTPError
+from zzz.http.headers import Headers
+from zzz.http.request import Request
+from zzz.http.response import Response, Stream
+
+if TYPE_CHECKING:
+    from zzz.routing import Route
+    from zzz.server import Server
+
+T = TypeVar("T")
+
+#: Content types the response helpers set.
+TEXT_PLAIN = "text/plain; charset=utf-8"
+TEXT_HTML = "text/html; charset=utf-8"
+APPLICATION_JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+
+#: ``send_file`` reads and streams files in pieces of this size; a file no larger
+#: is sent in one piece with a ``Content-Length`` instead of chunked framing.
+FILE_CHUNK_SIZE = 64 * 1024
+#: Most fields parsed from one query string or form body; far beyond any real
+#: form, and it bounds the work a hostile body can cause.
+MAX_FORM_FIELDS = 10_000
+#: Lowest and highest status a response may carry (RFC 9110 §15).
+MIN_STATUS = 100
+MAX_STATUS = 599
+#: Status codes ``redirect`` accepts.
+REDIRECT_STATUSES = frozenset({300, 301, 302, 303, 307, 308})
+#: ``SameSite`` values ``set_cookie`` accepts (``None`` leaves the attribute out).
+SAME_SITE_VALUES = frozenset({"Lax", "Strict", "None"})
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+# RFC 6265 §4.1.1 cookie-octet: visible ASCII except DQUOTE , ; \ and space.
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+_COOKIE_ATTR_UNSAFE = re.compile(r"[;\x00-\x1f\x7f]")
+# Characters kept as they are when a redirect target with non-ASCII text is quoted.
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
+
+#: Shared by every context without path parameters, so it must stay read-only.
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+class Query:
+    """Parsed query string (or form body): a read-only multi-dict of ``str``."""
+
+    __slots__ = ("_index", "_pairs")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+        self._index: dict[str, list[str]] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Query:
+        """Parse ``a=1&b=2`` text; too many fields is the client's error (400)."""
+        if not text:
+            return cls([])
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:
+            raise HTTPError(400, "too many fields") from None
+        return cls(pairs)
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for name, value in self._pairs:
+                index.setdefault(name, []).append(value)
+            self._index = index
+        return index
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        values = self._lookup().get(name)
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order (empty when absent)."""
+        return list(self._lookup().get(name, ()))
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._lookup()
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"Query({self._pairs!r})"
+
+
+def _as_utf8_text(raw: str) -> str:
+    """Undo the engine's Latin-1 decoding of raw URL bytes when they were UTF-8."""
+    if raw.isascii():
+        return raw
+    return raw.encode("latin-1").decode("utf-8", "replace")
+
+
+def _check_status(status: int) -> None:
+    if status.__class__ is not int or not MIN_STATUS <= status <= MAX_STATUS:
+        raise ValueError(f"status must be an int in {MIN_STATUS}..{MAX_STATUS}, got {status!r}")
+
+
+def check_header(name: str, value: str) -> None:
+    """Refuse a header that would corrupt the response (header injection) or not encode."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid header name {name!r}")
+    if _UNSAFE_VALUE.search(value):
+        raise ValueError(f"header {name}: value contains CR, LF or NUL")
+    if not value.isascii():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"header {name}: value must be Latin-1 text (percent-encode other characters)"
+            ) from None
+
+
+def _encode_chunks(chunks: Iterable[bytes | str]) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+
+async def _aencode_chunks(chunks: AsyncIterable[bytes | str]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+
+
+def _file_chunks(path: str) -> Iterator[bytes]:
+    """Read ``path`` piece by piece; opened on first use so an unread stream holds no fd."""
+    with open(path, "rb") as file:
+        while chunk := file.read(FILE_CHUNK_SIZE):
+            yield chunk
+
+
+class _Unset:
+    """Marker for "not parsed yet" where ``None`` is a valid parsed value (JSON null)."""
+
+    __slots__ = ()
+
+
+_UNSET: Any = _Unset()
+
+
+class _Lazy:
+    """What a context parses or creates on demand; one object so the context stays small."""
+
+    __slots__ = ("assigns", "cookies", "form", "json", "query")
+
+    def __init__(self) -> None:
+        self.query: Query | None = None
+        self.form: Query | None = None
+        self.json: Any = _UNSET
+        self.cookies: dict[str, str] | None = None
+        self.assigns: dict[str, Any] | None = None
+
+
+class Context:
+    """One request in flight: request accessors, response helpers, ``assigns`` and ``next()``.
+
+    Not thread-safe (one request, one owner), and only valid until the router
+    has built the response.
+    """
+
+    __slots__ = (
+        "_body",
+        "_chain",
+        "_content_type",
+        "_headers",
+        "_index",
+        "_lazy",
+        "_response",
+        "_status",
+        "_stream",
+        "params",
+        "request",
+        "route",
+        "server",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        server: Server,
+        chain: tuple[Callable[[Context], Any], ...] = (),
+        params: dict[str, str] | None = None,
+        route: Route | None = None,
+    ) -> None:
+        self.request = request
+        self.server = server
+        #: Path parameters of the matched route (``:name`` and ``*name`` segments).
+        self.params: Mapping[str, str] = _NO_PARAMS if params is None else params
+        #: The matched route, or ``None`` for a 404/405 answered by the router.
+        self.route = route
+        self._chain = chain
+        self._index = 1  # the router calls chain[0] itself
+        self._status = 200
+        self._content_type: str | None = None
+        self._headers: list[tuple[str, str]] | None = None
+        self._body = b""
+        self._stream: Stream | None = None
+        self._response: Response | None = None
+        self._lazy: _Lazy | None = None
+
+    def _parsed(self) -> _Lazy:
+        lazy = self._lazy
+        if lazy is None:
+            lazy = self._lazy = _Lazy()
+        return lazy
+
+    # ------------------------------------------------------------------ request
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path the router matched."""
+        return self.request.path
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string (without ``?``), exactly as sent."""
+        return self.request.query_string
+
+    @property
+    def headers(self) -> Headers:
+        """Request header fields (case-insensitive lookups)."""
+        return self.request.headers
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The peer ``(host, port)``, when the backend knows it."""
+        return self.request.client
+
+    @property
+    def query(self) -> Query:
+        """Query parameters, parsed on first use (blank values kept)."""
+        lazy = self._parsed()
+        query = lazy.query
+        if query is None:
+            query = lazy.query = Query.parse(_as_utf8_text(self.request.query_string))
+        return query
+
+    @property
+    def assigns(self) -> dict[str, Any]:
+        """Per-request values middleware hands to later middleware and the handler."""
+        lazy = self._parsed()
+        assigns = lazy.assigns
+        if assigns is None:
+            assigns = lazy.assigns = {}
+        return assigns
+
+    def path_param(self, name: str) -> str:
+        """The value of path parameter ``name``; ``KeyError`` names the route when absent."""
+        try:
+            return self.params[name]
+        except KeyError:
+            pattern = self.route.pattern if self.route is not None else "(no route)"
+            raise KeyError(f"route {pattern} has no path parameter {name!r}") from None
+
+    def param(self, name: str) -> str | None:
+        """``name`` from the path, else a body field (JSON object or form), else the query.
+
+        A body that is not a JSON object or form, or does not parse, is skipped
+        rather than refused: use :meth:`json_body` to insist on a valid body.
+        JSON values that are not strings come back as JSON text (``42``, ``true``).
+        """
+        value = self.params.get(name)
+        if value is not None:
+            return value
+        if self.request.body:
+            field = self._body_field(name)
+            if field is not None:
+                return field
+        return self.query.get(name)
+
+    def _body_field(self, name: str) -> str | None:
+        content_type = self._request_content_type()
+        if content_type == APPLICATION_JSON or content_type.endswith("+json"):
+            try:
+                data = self.json_body()
+            except HTTPError:
+                return None
+            if isinstance(data, dict) and name in data:
+                value = data[name]
+                return value if isinstance(value, str) else _json.dumps(value)
+            return None
+        if content_type == FORM_URLENCODED:
+            return self.form_value(name)
+        return None
+
+    def _request_content_type(self) -> str:
+        value = self.request.headers.get("content-type")
+        if value is None:
+            return ""
+        return value.partition(";")[0].strip().lower()
+
+    def raw_body(self) -> bytes:
+        """The request body as received (already complete when the handler runs)."""
+        return self.request.body
+
+    def json_body(self) -> Any:
+        """The body parsed as JSON; an invalid body is the client's error (400)."""
+        lazy = self._parsed()
+        value = lazy.json
+        if value is _UNSET:
+            try:
+                value = _json.loads(self.request.body)
+            except (ValueError, RecursionError):
+                raise HTTPError(400, "invalid JSON body") from None
+            lazy.json = value
+        return value
+
+    def form_value(self, name: str) -> str | None:
+        """First value of ``name`` in an ``application/x-www-form-urlencoded`` body."""
+        lazy = self._parsed()
+        form = lazy.form
+        if form is None:
+            if self._request_content_type() == FORM_URLENCODED:
+                text = self.request.body.decode("utf-8", "replace")
+                form = Query.parse(text)
+            else:
+                form = Query([])
+            lazy.form = form
+        return form.get(name)
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` from the ``Cookie`` header(s), unquoted."""
+        lazy = self._parsed()
+        cookies = lazy.cookies
+        if cookies is None:
+            cookies = {}
+            for header in self.request.headers.get_all("cookie"):
+                for part in header.split(";"):
+                    key, sep, value = part.partition("=")
+                    key = key.strip()
+                    if not sep or not key or key in cookies:
+                        continue
+                    value = value.strip()
+                    if len(value) >= 2 and value[0] == value[-1] == '"':
+                        value = value[1:-1]
+                    cookies[key] = value
+            lazy.cookies = cookies
+        return cookies.get(name)
+
+    # ------------------------------------------------------------------ response
+
+    @property
+    def status(self) -> int:
+        """The status the response will carry (200 until a helper sets one)."""
+        return self._response.status if self._response is not None else self._status
+
+    @status.setter
+    def status(self, status: int) -> None:
+        """Change only the status (e.g. ``204`` with headers and no body)."""
+        _check_status(status)
+        if self._response is not None:
+            self._response.status = status
+        else:
+            self._status = status
+
+    @property
+    def response_headers(self) -> list[tuple[str, str]]:
+        """Header fields set so far (without ``Content-Type``), in order."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = []
+        return headers
+
+    def respond(self, status: int, content_type: str, body: bytes | str) -> None:
+        """Answer ``status`` with ``body`` (``str`` is sent as UTF-8)."""
+        _check_status(status)
+        check_header("Content-Type", content_type)
+        self._status = status
+        self._content_type = content_type
+        self._body = body.encode("utf-8") if isinstance(body, str) else body
+        self._stream = None
+
+    def text(self, status: int, body: str) -> None:
+        """Answer with ``text/plain; charset=utf-8``."""
+        if status.__class__ is not int or not MIN_STATUS <= status <= MAX_STATUS:
+            _check_status(status)
+        self._status = status
+        self._content_type = TEXT_PLAIN
+        self._body = body.encode("utf-8")
+        self._stream = None
+
+    def html(self, status: int, body: str) -> None:
+        """Answer with ``text/html; charset=utf-8``."""
+        if status.__class__ is not int or not MIN_STATUS <= status <= MAX_STATUS:
+            _check_status(status)
+        self._status = status
+        self._content_type = TEXT_HTML
+        self._body = body.encode("utf-8")
+        self._stream = None
+
+    def json(self, status: int, obj: Any) -> None:
+        """Answer with ``obj`` as compact JSON (ASCII-escaped, so always valid UTF-8)."""
+        if status.__class__ is not int or not MIN_STATUS <= status <= MAX_STATUS:
+            _check_status(status)
+        self._status = status
+        self._content_type = APPLICATION_JSON
+        self._body = _json.dumps(obj, separators=(",", ":")).encode("ascii")
+        self._stream = None
+
+    def redirect(self, url: str, status: int = 302) -> None:
+        """Answer with ``Location: url``; non-ASCII characters are percent-encoded."""
+        if status not in REDIRECT_STATUSES:
+            raise ValueError(f"redirect status must be one of {sorted(REDIRECT_STATUSES)}")
+        if not url.isascii():
+            url = quote(url, safe=_URL_SAFE)
+        self.set_header("Location", url)
+        self._status = status
+        self._content_type = None
+        self._body = b""
+        self._stream = None
+
+    def stream(
+        self,
+        status: int,
+        content_type: str,
+        chunks: Iterable[bytes | str] | AsyncIterable[bytes | str],
+    ) -> None:
+        """Answer with a body produced piece by piece (chunked on HTTP/1.1).
+
+        ``chunks`` is a sync iterable or an async iterable of ``bytes``/``str``
+        (``str`` is sent as UTF-8).
+        """
+        _check_status(status)
+        check_header("Content-Type", content_type)
+        self._status = status
+        self._content_type = content_type
+        self._body = b""
+        if isinstance(chunks, AsyncIterable):
+            self._stream = _aencode_chunks(chunks)
+        elif isinstance(chunks, Iterable):
+            self._stream = _encode_chunks(chunks)
+        else:
+            raise TypeError(f"stream() needs an iterable or async iterable, got {chunks!r}")
+
+    def send_file(self, path: str | os.PathLike[str], content_type: str | None = None) -> None:
+        """Answer with a file's contents (404 when it is missing or not a regular file).
+
+        The type is guessed from the name when not given. Never pass a path
+        built from request data without confining it to a directory first.
+        """
+        filename = os.fspath(path)
+        try:
+            info = os.stat(filename)
+        except (FileNotFoundError, NotADirectoryError):
+            self.text(404, "Not Found")
+            return
+        except PermissionError:
+            self.text(403, "Forbidden")
+            return
+        if not stat.S_ISREG(info.st_mode):
+            self.text(404, "Not Found")
+            return
+        if content_type is None:
+            content_type = mimetypes.guess_type(filename)[0] or OCTET_STREAM
+        check_header("Content-Type", content_type)
+        self._status = 200
+        self._content_type = content_type
+        if info.st_size <= FILE_CHUNK_SIZE:
+            try:
+                with open(filename, "rb") as file:
+                    self._body = file.read()
+            except PermissionError:
+                self.text(403, "Forbidden")
+                return
+            self._stream = None
+        else:
+            self._body = b""
+            self._stream = _file_chunks(filename)
+
+    def set_header(self, name: str, value: str) -> None:
+        """Set response header ``name``, replacing earlier values of it."""
+        check_header(name, value)
+        if name.lower() == "content-type":
+            self._content_type = value
+            return
+        headers = self._headers
+        if headers is None:
+            self._headers = [(name, value)]
+            return
+        lname = name.lower()
+        headers[:] = [(n, v) for n, v in headers if n.lower() != lname]
+        headers.append((name, value))
+
+    def add_header(self, name: str, value: str) -> None:
+        """Add a response header field, keeping earlier ones of the same name."""
+        check_header(name, value)
+        if self._headers is None:
+            self._headers = [(name, value)]
+        else:
+            self._headers.append((name, value))
+
+    def set_cookie(
+        self,
+        name: str,
+        value: str,
+        *,
+        max_age: int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        http_only: bool = True,
+        same_site: str | None = "Lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header; refuses values browsers would mangle.
+
+        ``value`` must be RFC 6265 cookie-octets (no space, ``"``, ``,``, ``;``
+        or ``\\``): encode anything else (e.g. ``urllib.parse.quote``) first.
+        """
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid cookie name {name!r}")
+        if not _COOKIE_VALUE.fullmatch(value):
+            raise ValueError(f"cookie {name}: value has characters outside RFC 6265 (quote it)")
+        parts = [f"{name}={value}"]
+        if max_age is not None:
+            if isinstance(max_age, bool) or not isinstance(max_age, int):
+                raise ValueError(f"cookie {name}: max_age must be an int")
+            parts.append(f"Max-Age={max_age}")
+        for attr, attr_value in (("Path", path), ("Domain", domain)):
+            if attr_value is not None:
+                if _COOKIE_ATTR_UNSAFE.search(attr_value):
+                    raise ValueError(f"cookie {name}: invalid {attr} {attr_value!r}")
+                parts.append(f"{attr}={attr_value}")
+        if secure:
+            parts.append("Secure")
+        if http_only:
+            parts.append("HttpOnly")
+        if same_site is not None:
+            if same_site not in SAME_SITE_VALUES:
+                raise ValueError(
+                    f"cookie {name}: same_site must be 'Lax', 'Strict', 'None' or None"
+                )
+            if same_site == "None" and not secure:
+                raise ValueError(
+                    f"cookie {name}: SameSite=None needs secure=True (browsers drop it)"
+                )
+            parts.append(f"SameSite={same_site}")
+        self.add_header("Set-Cookie", "; ".join(parts))
+
+    def set_response(self, response: Response) -> None:
+        """Answer with a ready-made response, replacing everything set so far.
+
+        This is the extension point for endpoints that build the response
+        themselves (a protocol upgrade such as WebSocket sets ``response.upgrade``).
+        """
+        if not isinstance(response, Response):
+            raise TypeError(f"set_response() needs a zzz Response, got {response!r}")
+        self._response = response
+
+    def build_response(self) -> Response:
+        """The response collected so far (the router calls this once at the end)."""
+        response = self._response
+        if response is not None:
+            return response
+        headers = self._headers
+        content_type = self._content_type
+        if content_type is not None:
+            if headers is None:
+                headers = [("Content-Type", content_type)]
+            else:
+                headers.append(("Content-Type", content_type))
+        return Response(self._status, headers, self._body, self._stream)
+
+    # ------------------------------------------------------------------ flow
+
+    def next(self) -> Any:
+        """Run the rest of the chain: ``None`` in a sync chain, an awaitable in an async one.
+
+        Middleware call it once to continue (``await ctx.next()`` when async);
+        not calling it short-circuits. Past the end of the chain it does nothing.
+        """
+        index = self._index
+        chain = self._chain
+        if index >= len(chain):
+            return None
+        self._index = index + 1
+        return chain[index](self)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn(*args)`` without stalling the event loop.
+
+        On the event-loop backend it runs on the server's ``blocking_executor``;
+        elsewhere (native backend, tests) it simply runs here.
+        """
+        executor = getattr(self.server, "blocking_executor", None)
+        if executor is None:
+            return fn(*args)
+        import asyncio  # only reached inside a running loop, where asyncio is loaded
+
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    def __repr__(self) -> str:
+        return f"<Context {self.request.method} {self.request.path}>"

@@ -1,0 +1,46 @@
+"""Request IDs: reuse the caller's ``X-Request-ID`` when sane, else make one; echo it back."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from zzz.context import Context
+
+#: Longest incoming request ID reused; longer ones are replaced (they end up in logs).
+MAX_REQUEST_ID_LENGTH = 128
+#: Random bytes in a generated ID (hex-encoded: twice as many characters).
+GENERATED_ID_BYTES = 16
+
+_SAFE_ID = re.compile(rf"[A-Za-z0-9._:@/+=-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+
+
+class RequestId:
+    """Put the request ID in ``ctx.assigns[assign]`` and the response header ``header``.
+
+    An incoming ID made of other characters or too long is replaced, so a
+    client cannot smuggle arbitrary text into logs or responses.
+    """
+
+    __slots__ = ("assign", "header")
+
+    def __init__(self, header: str = "X-Request-ID", assign: str = "request_id") -> None:
+        self.header = header
+        self.assign = assign
+
+    def _begin(self, ctx: Context) -> None:
+        incoming = ctx.headers.get(self.header)
+        if incoming is not None and _SAFE_ID.fullmatch(incoming):
+            request_id = incoming
+        else:
+            request_id = secrets.token_hex(GENERATED_ID_BYTES)
+        ctx.assigns[self.assign] = request_id
+        ctx.set_header(self.header, request_id)
+
+    def __call__(self, ctx: Context) -> None:
+        self._begin(ctx)
+        ctx.next()
+
+    async def acall(self, ctx: Context) -> None:
+        self._begin(ctx)
+        await ctx.next()

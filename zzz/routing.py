@@ -1,0 +1,761 @@
+"""Router: route patterns compiled at registration, middleware chains, dispatch.
+
+Patterns are ``/``-separated segments: static text, ``:name`` (one non-empty
+segment) or ``*name`` (last segment only: the rest of the path, slashes
+included, possibly empty). Fully static patterns live in one dict keyed by
+``(method, path)``, so the common case is a single lookup; the others live in
+a segment trie searched static child → ``:param`` child → ``*wildcard`` with
+backtracking, which makes static beat param beat wildcard. Trailing slashes
+are significant (``/a`` and ``/a/`` are different routes).
+
+Each route's chain (router middleware + scope middleware + handler) is built
+and classified sync or async once, at registration: a sync chain is called
+directly and :meth:`Router.handle` returns a response; an async chain makes it
+return a coroutine. A sync middleware cannot wait for async work behind it, so
+that combination is refused up front instead of failing per request.
+
+Routes are registered before serving; the router is not meant to change while
+requests are in flight.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from zzz.context import TEXT_PLAIN, Context
+from zzz.errors import HTTPError
+from zzz.http.request import Request
+from zzz.http.response import Response
+
+if TYPE_CHECKING:
+    from zzz.server import Server
+
+log = logging.getLogger("zzz.app")
+
+#: A handler or middleware: ``(ctx) -> None``, or ``async def`` of the same.
+Handler = Callable[[Context], Awaitable[None] | None]
+Middleware = Handler
+H = TypeVar("H", bound=Callable[..., Any])
+
+#: Body of the generic 500 answer; details go to the log, never to the client.
+INTERNAL_ERROR_BODY = b"500 Internal Server Error\n"
+
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+# ---------------------------------------------------------------------- patterns
+
+
+class _Pattern:
+    """A validated route pattern split into segments."""
+
+    __slots__ = ("param_names", "segments", "shape", "text", "wildcard")
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str) or not text.startswith("/"):
+            raise ValueError(f"route pattern must start with '/': {text!r}")
+        segments = text[1:].split("/")
+        names: list[str] = []
+        shape: list[str] = []
+        wildcard = False
+        for position, segment in enumerate(segments):
+            kind = segment[:1]
+            if kind in (":", "*"):
+                name = segment[1:]
+                if not name.isidentifier():
+                    raise ValueError(
+                        f"route {text}: parameter {segment!r} needs a Python identifier name"
+                    )
+                if name in names:
+                    raise ValueError(f"route {text}: duplicate parameter name {name!r}")
+                if kind == "*" and position != len(segments) - 1:
+                    raise ValueError(f"route {text}: wildcard {segment!r} must be the last segment")
+                names.append(name)
+                shape.append(kind)
+                wildcard = kind == "*"
+            else:
+                shape.append("/" + segment)
+        self.text = text
+        self.segments = segments
+        self.param_names = tuple(names)
+        #: Same shape == same requests matched, whatever the parameter names.
+        self.shape = "/".join(shape)
+        self.wildcard = wildcard
+
+    @property
+    def is_static(self) -> bool:
+        return not self.param_names
+
+
+class _Node:
+    """One segment position in the trie of dynamic routes."""
+
+    __slots__ = ("children", "param", "routes", "wildcard")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.param: _Node | None = None
+        #: Routes ending exactly here, by method.
+        self.routes: dict[str, Route] = {}
+        #: Routes whose ``*wildcard`` starts here, by method.
+        self.wildcard: dict[str, Route] = {}
+
+
+def _pick(routes: dict[str, Route], method: str) -> Route | None:
+    route = routes.get(method)
+    if route is None and method == "HEAD":
+        route = routes.get("GET")
+    return route
+
+
+def _match(node: _Node, segs: list[str], i: int, method: str, values: list[str]) -> Route | None:
+    """Highest-priority route for ``segs[i:]`` and ``method``; fills ``values``."""
+    if i == len(segs):
+        route = _pick(node.routes, method) if node.routes else None
+        if route is None and node.wildcard:
+            route = _pick(node.wildcard, method)
+            if route is not None:
+                values.append("")
+        return route
+    segment = segs[i]
+    child = node.children.get(segment)
+    if child is not None:
+        route = _match(child, segs, i + 1, method, values)
+        if route is not None:
+            return route
+    if node.param is not None and segment:
+        values.append(segment)
+        route = _match(node.param, segs, i + 1, method, values)
+        if route is not None:
+            return route
+        values.pop()
+    if node.wildcard:
+        route = _pick(node.wildcard, method)
+        if route is not None:
+            values.append("/".join(segs[i:]))
+            return route
+    return None
+
+
+def _methods_matching(node: _Node, segs: list[str], i: int, out: set[str]) -> None:
+    """Every method some route accepts for ``segs[i:]`` (for ``Allow``)."""
+    if node.wildcard:
+        out.update(node.wildcard)
+    if i == len(segs):
+        out.update(node.routes)
+        return
+    segment = segs[i]
+    child = node.children.get(segment)
+    if child is not None:
+        _methods_matching(child, segs, i + 1, out)
+    if node.param is not None and segment:
+        _methods_matching(node.param, segs, i + 1, out)
+
+
+# ---------------------------------------------------------------------- chains
+
+
+def _describe(fn: object) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    return f"{module}.{name}"
+
+
+def _is_async(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # A callable object with ``async def __call__``.
+    return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+async def _continue_sync(ctx: Context) -> None:
+    """Bridge from an async chain to the all-sync rest of it."""
+    ctx.next()
+
+
+def build_chain(
+    middleware: Sequence[Middleware], handler: Handler
+) -> tuple[tuple[Callable[[Context], Any], ...], bool]:
+    """The callables to run for a route, and whether the chain is async.
+
+    Middleware objects with an async ``acall(ctx)`` next to their sync
+    ``__call__`` fit both kinds of chain. Everything in front of the last
+    async-only element must be able to await it; what follows it stays sync.
+    """
+    items: list[Callable[[Context], Any]] = [*middleware, handler]
+    last_async = -1
+    for index, item in enumerate(items):
+        if not callable(item):
+            raise TypeError(f"middleware/handler must be callable, got {item!r}")
+        if getattr(item, "acall", None) is None and _is_async(item):
+            last_async = index
+    if last_async < 0:
+        return tuple(items), False
+    chain: list[Callable[[Context], Any]] = []
+    for item in items[:last_async]:
+        acall = getattr(item, "acall", None)
+        if acall is not None:
+            chain.append(acall)
+        elif _is_async(item):
+            chain.append(item)
+        else:
+            raise ValueError(
+                f"sync middleware {_describe(item)} cannot wait for async "
+                f"{_describe(items[last_async])} behind it: make the middleware "
+                "`async def` (and `await ctx.next()`), or give it an async acall(ctx) method"
+            )
+    chain.append(items[last_async])
+    rest = items[last_async + 1 :]
+    if rest:
+        chain.append(_continue_sync)
+        chain.extend(rest)
+    return tuple(chain), True
+
+
+# ---------------------------------------------------------------------- routes
+
+
+class Route:
+    """One method + pattern, its handler and compiled chain.
+
+    The endpoint may be any handler-shaped callable; one that must produce a
+    special response (a protocol upgrade) uses ``ctx.set_response()``.
+    """
+
+    __slots__ = (
+        "chain",
+        "first",
+        "handler",
+        "is_async",
+        "method",
+        "middleware",
+        "name",
+        "param_names",
+        "pattern",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        pattern: str,
+        handler: Handler,
+        middleware: tuple[Middleware, ...],
+        name: str | None,
+        param_names: tuple[str, ...],
+    ) -> None:
+        self.method = method
+        self.pattern = pattern
+        self.handler = handler
+        #: Scope and route middleware (router-wide middleware is added in ``chain``).
+        self.middleware = middleware
+        self.name = name
+        self.param_names = param_names
+        self.chain: tuple[Callable[[Context], Any], ...] = ()
+        self.first: Callable[[Context], Any] = handler
+        self.is_async = False
+
+    def compile(self, router_middleware: Sequence[Middleware]) -> None:
+        chain, is_async = build_chain([*router_middleware, *self.middleware], self.handler)
+        self.chain, self.first, self.is_async = chain, chain[0], is_async
+
+    def __repr__(self) -> str:
+        return f"<Route {self.method} {self.pattern}>"
+
+
+class RouteSpec:
+    """A route declared as data: ``get("/", index)``; the router registers it."""
+
+    __slots__ = ("handler", "methods", "middleware", "name", "path")
+
+    def __init__(
+        self,
+        methods: Iterable[str],
+        path: str,
+        handler: Handler,
+        name: str | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.methods = tuple(methods)
+        self.path = path
+        self.handler = handler
+        self.name = name
+        self.middleware = tuple(middleware)
+
+
+class Scope:
+    """A prefix and middleware shared by nested routes and scopes."""
+
+    __slots__ = ("middleware", "prefix", "routes")
+
+    def __init__(
+        self,
+        prefix: str,
+        middleware: Sequence[Middleware] = (),
+        routes: Sequence[RouteSpec | Scope] = (),
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"scope prefix must start with '/': {prefix!r}")
+        self.prefix = prefix
+        self.middleware = tuple(middleware)
+        self.routes = tuple(routes)
+
+
+def _join(prefix: str, path: str) -> str:
+    """``/api`` + ``/x`` → ``/api/x``; ``/api`` + ``/`` → ``/api``."""
+    if not prefix or prefix == "/":
+        return path
+    base = prefix.rstrip("/")
+    return base if path == "/" else base + path
+
+
+def route(
+    methods: str | Iterable[str],
+    path: str,
+    handler: Handler,
+    *,
+    name: str | None = None,
+    middleware: Sequence[Middleware] = (),
+) -> RouteSpec:
+    """Declare a route for one or more methods."""
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    return RouteSpec(methods, path, handler, name, middleware)
+
+
+def _declare(method: str) -> Callable[..., RouteSpec]:
+    def declare(
+        path: str,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> RouteSpec:
+        return RouteSpec((method,), path, handler, name, middleware)
+
+    declare.__name__ = declare.__qualname__ = method.lower()
+    declare.__doc__ = f"Declare a {method} route."
+    return declare
+
+
+get = _declare("GET")
+post = _declare("POST")
+put = _declare("PUT")
+patch = _declare("PATCH")
+delete = _declare("DELETE")
+head = _declare("HEAD")
+options = _declare("OPTIONS")
+
+
+def scope(
+    prefix: str,
+    middleware: Sequence[Middleware] = (),
+    routes: Sequence[RouteSpec | Scope] = (),
+) -> Scope:
+    """Group routes (and scopes) under ``prefix`` with extra middleware."""
+    return Scope(prefix, middleware, routes)
+
+
+# ---------------------------------------------------------------------- router
+
+
+def _plain(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Response:
+    fields = [("Content-Type", TEXT_PLAIN)]
+    if headers:
+        fields.extend(headers)
+    return Response(status, fields, body)
+
+
+class Router:
+    """The application: routes, middleware and dispatch (see the module docstring).
+
+    Every registration form ends in :meth:`add_route`, whose endpoint may be any
+    handler-shaped callable. That is the extension point for protocols such as
+    WebSocket: ``ws(path, ...)`` registers a GET endpoint that, for an upgrade
+    request, answers with ``ctx.set_response(response)`` where
+    ``response.upgrade`` carries the protocol switch.
+    """
+
+    def __init__(
+        self,
+        *,
+        routes: Sequence[RouteSpec | Scope] = (),
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self._middleware: list[Middleware] = []
+        self._routes: list[Route] = []
+        self._static: dict[tuple[str, str], Route] = {}
+        self._static_paths: dict[str, dict[str, Route]] = {}
+        self._root = _Node()
+        self._names: dict[str, Route] = {}
+        self._not_found_chain: tuple[Callable[[Context], Any], ...] = ()
+        self._not_allowed_chain: tuple[Callable[[Context], Any], ...] = ()
+        self._fallback_async = False
+        for item in middleware:
+            self.use(item)
+        self._compile_fallbacks()
+        for spec in routes:
+            self._register(spec, "", ())
+
+    # ------------------------------------------------------------------ registration
+
+    def use(self, middleware: Middleware) -> None:
+        """Add router-wide middleware; it runs for every request, 404s and 405s included."""
+        if not callable(middleware):
+            raise TypeError(f"middleware must be callable, got {middleware!r}")
+        self._middleware.append(middleware)
+        try:
+            for registered in self._routes:
+                build_chain([*self._middleware, *registered.middleware], registered.handler)
+        except ValueError:
+            self._middleware.pop()
+            raise
+        for registered in self._routes:
+            registered.compile(self._middleware)
+        self._compile_fallbacks()
+
+    def _compile_fallbacks(self) -> None:
+        self._not_found_chain, is_async = build_chain(self._middleware, self._not_found)
+        self._not_allowed_chain, _ = build_chain(self._middleware, self._not_allowed)
+        self._fallback_async = is_async
+
+    def _register(
+        self, spec: RouteSpec | Scope, prefix: str, middleware: tuple[Middleware, ...]
+    ) -> None:
+        if isinstance(spec, Scope):
+            inner_prefix = _join(prefix, spec.prefix) if prefix else spec.prefix
+            for item in spec.routes:
+                self._register(item, inner_prefix, middleware + spec.middleware)
+        elif isinstance(spec, RouteSpec):
+            path = _join(prefix, spec.path) if prefix else spec.path
+            self.add_route(
+                spec.methods,
+                path,
+                spec.handler,
+                name=spec.name,
+                middleware=middleware + spec.middleware,
+            )
+        else:
+            raise TypeError(f"routes must hold get()/post()/.../scope() items, got {spec!r}")
+
+    def add_route(
+        self,
+        methods: str | Iterable[str],
+        path: str,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> list[Route]:
+        """Register ``handler`` for ``methods`` on ``path``; every other form ends here.
+
+        Raises ``ValueError`` for a bad pattern, a duplicate route or name, or a
+        sync middleware in front of async code.
+        """
+        if not callable(handler):
+            raise TypeError(f"handler for {path!r} must be callable, got {handler!r}")
+        method_list = [methods] if isinstance(methods, str) else list(methods)
+        if not method_list:
+            raise ValueError(f"route {path}: no methods given")
+        pattern = _Pattern(path)
+        if name is not None:
+            existing = self._names.get(name)
+            if existing is not None and existing.pattern != pattern.text:
+                raise ValueError(f"route name {name!r} is already used for {existing.pattern}")
+        routes = []
+        for raw_method in method_list:
+            if not isinstance(raw_method, str) or not _METHOD.fullmatch(raw_method):
+                raise ValueError(f"route {path}: invalid method {raw_method!r}")
+            method = raw_method.upper()
+            new = Route(method, pattern.text, handler, tuple(middleware), name, pattern.param_names)
+            new.compile(self._middleware)
+            routes.append(new)
+        seen: set[str] = set()
+        for new in routes:
+            if new.method in seen:
+                raise ValueError(f"duplicate route: {new.method} {path} listed twice")
+            seen.add(new.method)
+            self._check_free(new.method, pattern)
+        for new in routes:
+            self._insert(new, pattern)
+            self._routes.append(new)
+        if name is not None:
+            self._names.setdefault(name, routes[0])
+        return routes
+
+    def _check_free(self, method: str, pattern: _Pattern) -> None:
+        existing = (
+            self._slot(pattern).get(method)
+            if not pattern.is_static
+            else (self._static.get((method, pattern.text)))
+        )
+        if existing is not None:
+            raise ValueError(
+                f"duplicate route: {method} {pattern.text} matches the same paths as "
+                f"{method} {existing.pattern}"
+            )
+
+    def _slot(self, pattern: _Pattern, create: bool = False) -> dict[str, Route]:
+        """The method table of the trie node where ``pattern`` ends."""
+        node = self._root
+        segments = pattern.segments
+        last = len(segments) - 1
+        for position, segment in enumerate(segments):
+            if pattern.wildcard and position == last:
+                return node.wildcard
+            if segment.startswith(":"):
+                if node.param is None:
+                    if not create:
+                        return {}
+                    node.param = _Node()
+                node = node.param
+            else:
+                child = node.children.get(segment)
+                if child is None:
+                    if not create:
+                        return {}
+                    child = node.children[segment] = _Node()
+                node = child
+        return node.routes
+
+    def _insert(self, new: Route, pattern: _Pattern) -> None:
+        if pattern.is_static:
+            self._static[(new.method, pattern.text)] = new
+            self._static_paths.setdefault(pattern.text, {})[new.method] = new
+        else:
+            self._slot(pattern, create=True)[new.method] = new
+
+    def route(
+        self,
+        methods: str | Iterable[str],
+        path: str,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> Callable[[H], H]:
+        """Decorator: register the function for ``methods`` on ``path``."""
+
+        def register(handler: H) -> H:
+            self.add_route(methods, path, handler, name=name, middleware=middleware)
+            return handler
+
+        return register
+
+    def get(
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[H], H]:
+        return self.route("GET", path, name=name, middleware=middleware)
+
+    def post(
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[H], H]:
+        return self.route("POST", path, name=name, middleware=middleware)
+
+    def put(
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[H], H]:
+        return self.route("PUT", path, name=name, middleware=middleware)
+
+    def patch(
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[H], H]:
+        return self.route("PATCH", path, name=name, middleware=middleware)
+
+    def delete(
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[H], H]:
+        return self.route("DELETE", path, name=name, middleware=middleware)
+
+    def head(
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[H], H]:
+        return self.route("HEAD", path, name=name, middleware=middleware)
+
+    def options(
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[H], H]:
+        return self.route("OPTIONS", path, name=name, middleware=middleware)
+
+    def include(self, *specs: RouteSpec | Scope) -> None:
+        """Register declarative routes/scopes after construction."""
+        for spec in specs:
+            self._register(spec, "", ())
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every registered route, in registration order."""
+        return list(self._routes)
+
+    @property
+    def middleware(self) -> list[Middleware]:
+        """Router-wide middleware, outermost first."""
+        return list(self._middleware)
+
+    def path_for(self, name: str, **params: object) -> str:
+        """The path of the route named ``name`` with ``params`` filled in (URL-quoted)."""
+        found = self._names.get(name)
+        if found is None:
+            raise KeyError(f"path_for: no route named {name!r}")
+        missing = [p for p in found.param_names if p not in params]
+        if missing:
+            raise ValueError(f"path_for({name!r}): missing parameter(s) {', '.join(missing)}")
+        extra = sorted(set(params) - set(found.param_names))
+        if extra:
+            raise ValueError(f"path_for({name!r}): unknown parameter(s) {', '.join(extra)}")
+        parts = []
+        for segment in found.pattern[1:].split("/"):
+            kind = segment[:1]
+            if kind == ":":
+                value = str(params[segment[1:]])
+                if not value:
+                    raise ValueError(f"path_for({name!r}): parameter {segment[1:]} is empty")
+                parts.append(quote(value, safe=""))
+            elif kind == "*":
+                parts.append(quote(str(params[segment[1:]]), safe="/"))
+            else:
+                parts.append(segment)
+        return "/" + "/".join(parts)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _find(self, method: str, path: str) -> tuple[Route, dict[str, str] | None] | None:
+        """The route for ``method`` and ``path``, with its parameters."""
+        route = self._static.get((method, path))
+        if route is not None:
+            return route, None
+        return self._find_beyond_static(method, path)
+
+    def _find_beyond_static(
+        self, method: str, path: str
+    ) -> tuple[Route, dict[str, str] | None] | None:
+        """Like :meth:`_find` once the exact static lookup has missed."""
+        if method == "HEAD":
+            route = self._static.get(("GET", path))
+            if route is not None:
+                return route, None
+        if not path.startswith("/"):
+            return None
+        values: list[str] = []
+        route = _match(self._root, path[1:].split("/"), 0, method, values)
+        if route is None:
+            return None
+        names = route.param_names
+        if len(names) == 1:  # the common case, without zip's overhead
+            return route, {names[0]: values[0]}
+        return route, dict(zip(names, values, strict=True))
+
+    def allowed_methods(self, path: str) -> list[str]:
+        """Methods some route accepts for ``path`` (``HEAD`` implied by ``GET``), sorted."""
+        methods: set[str] = set(self._static_paths.get(path, ()))
+        if path.startswith("/"):
+            _methods_matching(self._root, path[1:].split("/"), 0, methods)
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+    def handle(self, request: Request, server: Server) -> Response | Awaitable[Response]:
+        """Answer ``request``: a response for sync chains, a coroutine for async ones.
+
+        Never raises: ``HTTPError`` becomes its status, any other exception is
+        logged with its traceback (logger ``zzz.app``) and becomes a bare 500.
+        """
+        route = self._static.get((request.method, request.path))
+        if route is None:
+            return self._handle_slow(request, server)
+        ctx = Context(request, server, route.chain, None, route)
+        if route.is_async:
+            return self._run_async(ctx, route.first)
+        try:
+            result = route.first(ctx)
+        except Exception as exc:
+            return self._error(ctx, exc)
+        if result is not None and inspect.isawaitable(result):
+            return self._finish_async(ctx, result)
+        return ctx.build_response()
+
+    def _handle_slow(self, request: Request, server: Server) -> Response | Awaitable[Response]:
+        try:
+            found = self._find_beyond_static(request.method, request.path)
+        except Exception as exc:  # pragma: no cover - defensive: routing must never raise
+            return self._error(Context(request, server), exc)
+        if found is not None:
+            route, params = found
+            ctx = Context(request, server, route.chain, params, route)
+            first = route.first
+            if route.is_async:
+                return self._run_async(ctx, first)
+        else:
+            if not self._middleware:
+                return self._fallback_response(request.path)
+            if self.allowed_methods(request.path):
+                chain = self._not_allowed_chain
+            else:
+                chain = self._not_found_chain
+            ctx = Context(request, server, chain)
+            first = chain[0]
+            if self._fallback_async:
+                return self._run_async(ctx, first)
+        try:
+            result = first(ctx)
+        except Exception as exc:
+            return self._error(ctx, exc)
+        if result is not None and inspect.isawaitable(result):
+            return self._finish_async(ctx, result)
+        return ctx.build_response()
+
+    async def _run_async(self, ctx: Context, first: Callable[[Context], Any]) -> Response:
+        try:
+            await first(ctx)
+        except Exception as exc:
+            return self._error(ctx, exc)
+        return ctx.build_response()
+
+    async def _finish_async(self, ctx: Context, pending: Awaitable[Any]) -> Response:
+        """A "sync" callable returned an awaitable (e.g. an object with async ``__call__``)."""
+        try:
+            await pending
+        except Exception as exc:
+            return self._error(ctx, exc)
+        return ctx.build_response()
+
+    def _error(self, ctx: Context, exc: Exception) -> Response:
+        if isinstance(exc, HTTPError):
+            return _plain(exc.status, exc.detail.encode("utf-8"), exc.headers)
+        request = ctx.request
+        route = ctx.route
+        log.error(
+            "unhandled %s in %s %s (route %s)",
+            type(exc).__name__,
+            request.method,
+            request.path,
+            route.pattern if route is not None else "-",
+            exc_info=exc,
+        )
+        return _plain(500, INTERNAL_ERROR_BODY)
+
+    def _fallback_response(self, path: str) -> Response:
+        allowed = self.allowed_methods(path)
+        if allowed:
+            return _plain(405, b"405 Method Not Allowed\n", [("Allow", ", ".join(allowed))])
+        return _plain(404, b"404 Not Found\n")
+
+    def _not_found(self, ctx: Context) -> None:
+        ctx.text(404, "404 Not Found\n")
+
+    def _not_allowed(self, ctx: Context) -> None:
+        ctx.set_header("Allow", ", ".join(self.allowed_methods(ctx.path)))
+        ctx.text(405, "405 Method Not Allowed\n")
+
+    def check_continue(self, request: Request) -> Response | None:
+        """For ``Expect: 100-continue``: ``None`` to read the body, else a final 404/405.
+
+        Runs no handler. With router-wide middleware it also returns ``None``
+        for unmatched requests, because middleware may answer any path (CORS
+        preflight, health checks) and the answer must not depend on ``Expect``.
+        """
+        if self._find(request.method, request.path) is not None or self._middleware:
+            return None
+        return self._fallback_response(request.path)
