@@ -220,6 +220,29 @@ class HttpProtocol(asyncio.Protocol):
             self._pending.extend(events)
             self._maybe_pause_reading()
             return
+        if len(events) == 1 and not self._state.shutting_down:
+            # Fast path (one request, plain-function handler, whole body): no
+            # batching or ordering machinery needed.
+            request = events[0]
+            if type(request) is Request and not request.upgrade and not self._extensions:
+                try:
+                    result = self._state.backend.server.handle(request)
+                except Exception:
+                    log.exception("application error for %s %s", request.method, request.path)
+                    result = _INTERNAL_ERROR
+                if type(result) is Response and result.stream is None:
+                    transport = self.transport
+                    if transport is None:
+                        return
+                    transport.write(engine.serialize(result, request))
+                    if engine.must_close:
+                        self._close()
+                    else:
+                        self._idle_since = self._loop.time()
+                    return
+                self._busy = True
+                self._task = self._loop.create_task(self._respond_async(result, request))
+                return
         self._run_events(events)
 
     def eof_received(self) -> bool | None:
