@@ -455,7 +455,6 @@ class NativeBackend:
 
     def _serve(self, conn: Conn) -> None:
         """Serve ``conn`` while it has data; park or close it when it has none."""
-        sock = conn.sock
         engine = conn.engine
         server = self.server
         if conn.handshaking and not self._handshake(conn):
@@ -467,10 +466,12 @@ class NativeBackend:
                 self._close(conn)
                 return
             if data is None:
-                if LINGER_S > 0 and len(self.queue) == 0:
-                    readable, _, _ = select.select([sock], [], [], LINGER_S)
-                    if readable:
-                        continue
+                if (
+                    LINGER_S > 0
+                    and len(self.queue) == 0
+                    and _wait_fd(conn.fd, select.POLLIN, LINGER_S)
+                ):
+                    continue
                 self._park_or_close(conn)
                 return
             if not data:
@@ -609,7 +610,7 @@ class NativeBackend:
                              conn.engine)
                     self._close(conn)
                     return False
-                select.select([], [sock], [], remaining)
+                _wait_fd(conn.fd, select.POLLOUT, remaining)
         except OSError:
             self._close(conn)
             return False
@@ -642,6 +643,13 @@ class NativeBackend:
         conn.close()
         with self._open_lock:
             self.open_conns.discard(conn)
+
+
+def _wait_fd(fd: int, events: int, timeout: float) -> bool:
+    """Wait until ``fd`` is ready for ``events`` (poll: no FD_SETSIZE limit)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(timeout * 1000.0))
 
 
 def _short(exc: BaseException) -> str:
