@@ -12,10 +12,19 @@ One :class:`HTTPConnection` per client connection, driven by a backend:
 
 Parsing is llhttp (via httptools) in its strict default mode, which already
 refuses Content-Length together with Transfer-Encoding, duplicate or malformed
-Content-Length, obs-fold, bare CR, control bytes in names and values, bad chunk
-sizes and unknown transfer codings. This module adds what llhttp leaves to the
-server: size limits, the version policy, ``Host``, ``Expect`` and smuggling
-rules for HTTP/1.0.
+Content-Length, obs-fold, bare CR or LF, control bytes in names and values, bad
+chunk sizes and transfer codings other than a final ``chunked``.
+
+This module adds what llhttp leaves to the server: size limits, the version
+policy, ``Host``, ``Expect``, the HTTP/1.0 smuggling rules and status mapping.
+httptools reports no byte positions, so :meth:`HTTPConnection.feed` cuts the
+input itself at every point where a message can end (the ``CRLFCRLF`` that ends
+a head or a chunked body, the end of a Content-Length body) and hands llhttp
+one piece at a time. Message starts are then known exactly, which is what makes
+the result independent of how the bytes were split into ``feed`` calls: head
+limits are counted on the real head bytes, a bad request line is classified on
+its own bytes (400 vs 501 vs 505), the bytes after an ``Upgrade`` head are
+exact, and nothing after a ``Connection: close`` request is ever parsed.
 """
 
 from __future__ import annotations
@@ -41,15 +50,39 @@ if TYPE_CHECKING:
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: The ``Server`` header every response carries.
 SERVER_HEADER = b"Server: zzz\r\n"
-#: Bytes kept from the start of a request to classify a bad method (400 vs 501).
-METHOD_PROBE_BYTES = 32
-#: End of a chunked body.
+#: Longest method token answered with 501; a longer unknown token is garbage (400).
+MAX_METHOD_LENGTH = 32
+#: End of a streamed chunked body.
 LAST_CHUNK = b"0\r\n\r\n"
+#: Ends every head and every chunked body (RFC 9112 §2.1, §7.1).
+_BLANK_LINE = b"\r\n\r\n"
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TCHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TOKEN = re.compile(rb"[" + _TCHARS + rb"]+")
+_TOKEN_PREFIX = re.compile(rb"[" + _TCHARS + rb"]*")
 _VERSION = re.compile(rb"HTTP/\d\.\d")
-#: Header names the engine owns; a handler setting them is overridden.
-_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+#: A response field name must be a token (a value must not contain CR, LF or NUL:
+#: they would let a handler that echoes client input split the response).
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
+#: Response header names the engine writes itself; a handler's copy is dropped.
+_ENGINE_HEADERS = frozenset({"content-length", "transfer-encoding", "date", "server"})
+
+#: Method names as ``str`` without decoding them per request.
+_METHOD_NAMES = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")
+}
+
+# Parser states (what the next input byte belongs to).
+_IDLE = 0  # between messages
+_HEAD = 1  # request line and header fields
+_BODY_LENGTH = 2  # Content-Length body
+_BODY_CHUNKED = 3  # chunked body and trailer section
+
+# Response body modes for chunk()/end().
+_BODY_NONE = 0  # HEAD, 1xx, 204, 304: nothing may follow the head
+_BODY_CHUNKED_OUT = 1
+_BODY_RAW = 2  # HTTP/1.0 stream, delimited by closing the connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,44 +126,108 @@ class ExpectContinue:
 
 Event = Request | ExpectContinue | ProtocolError
 
+#: (second, ``Server`` + ``Date`` lines) — replaced whole, so readers in other
+#: threads always see a consistent pair without a lock.
 _date_cache: tuple[int, bytes] = (0, b"")
 
 
-def date_header() -> bytes:
-    """``Date: ...\\r\\n``, formatted at most once per second (shared by all threads)."""
+def _server_and_date() -> bytes:
     global _date_cache
     now = int(time.time())
     cached = _date_cache
     if cached[0] != now:
-        cached = (now, b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n")
+        cached = (
+            now,
+            SERVER_HEADER + b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n",
+        )
         _date_cache = cached
     return cached[1]
+
+
+def date_header() -> bytes:
+    """``Date: ...\\r\\n``, formatted at most once per second (shared by all threads)."""
+    return _server_and_date()[len(SERVER_HEADER) :]
+
+
+def _classify_method(line: bytes) -> ProtocolError | None:
+    """The status for a request whose method llhttp refused, or ``None`` while the
+    bytes that decide it have not arrived yet: a well-formed token followed by a
+    space is a method we do not implement (501), anything else is garbage (400)."""
+    token = _TOKEN_PREFIX.match(line)
+    end = token.end() if token else 0
+    if end == len(line) and end <= MAX_METHOD_LENGTH:
+        return None
+    if 0 < end <= MAX_METHOD_LENGTH and line[end] == 0x20:
+        return ProtocolError(501, "method not implemented")
+    return ProtocolError(400, "invalid method")
+
+
+def _classify_version(line: bytes) -> ProtocolError:
+    """llhttp refuses a version at its minor digit, so the last word of the line
+    starts with the whole ``HTTP/x.y``: well-formed but unsupported is 505."""
+    line = line.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    version = line.rsplit(b" ", 1)[-1][:8]
+    if _VERSION.fullmatch(version):
+        return ProtocolError(505, "HTTP version not supported")
+    return ProtocolError(400, "invalid HTTP version")
+
+
+#: Response field names already checked to be tokens, with their lower-case form.
+_checked_names: dict[str, str] = {}
+#: Bound on :data:`_checked_names` (handlers use a small fixed set of names).
+MAX_CHECKED_NAMES = 1024
+_TEXT_PLAIN = b"Content-Type: text/plain; charset=utf-8\r\n"
+_INVALID_HEADER_RESPONSE = Response(500, body=b"500 Internal Server Error: invalid response header\n")
+
+
+def _check_name(name: str) -> str:
+    """The lower-case form of a response field name, after checking it is a token."""
+    if not _FIELD_NAME.fullmatch(name):
+        raise ValueError(f"invalid response header name {name!r}")
+    lname = name.lower()
+    if len(_checked_names) < MAX_CHECKED_NAMES:
+        _checked_names[name] = lname
+    return lname
+
+
+def _check_value(value: str) -> None:
+    """Refuse CR, LF and NUL, which would end the field early (tab and obs-text are fine)."""
+    if _BAD_VALUE_CHARS.search(value):
+        raise ValueError(f"CR, LF or NUL in response header value {value!r}")
 
 
 class HTTPConnection:
     """Server-side HTTP/1.1 state for one connection. Not thread-safe: one owner at a time."""
 
     __slots__ = (
+        "_body_mode",
         "_body_parts",
         "_body_size",
-        "_chunked_response",
         "_client",
         "_content_length",
         "_current",
         "_dead",
         "_events",
+        "_expect",
         "_fields",
-        "_head_bytes",
+        "_head_len",
         "_host_count",
-        "_in_head",
         "_limits",
-        "_method_probe",
+        "_line",
+        "_line_done",
         "_parser",
-        "_partial",
+        "_pending",
         "_pending_continue",
+        "_progress",
+        "_remaining",
         "_responses",
         "_scheme",
+        "_stall",
+        "_state",
+        "_stopped",
+        "_tail",
         "_te",
+        "_upgraded",
         "_url",
         "close_after_response",
         "in_request",
@@ -149,22 +246,30 @@ class HTTPConnection:
         self._scheme = scheme
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
+        self._state = _IDLE
         self._current: Request | None = None
         self._url = b""
         self._fields: list[tuple[str, str]] = []
         self._body_parts: list[bytes] = []
         self._body_size = 0
-        self._head_bytes = 0
-        self._partial = 0
-        self._in_head = False
         self._content_length: int | None = None
-        self._te = False
+        self._te: list[bytes] | None = None
         self._host_count = 0
+        self._expect: bytes | None = None
+        self._head_len = 0  # head bytes of the current message fed so far
+        self._line_done = False  # the request line's LF has been seen
+        self._line = b""  # request-line bytes from earlier feeds (while not done)
+        self._tail = b""  # last <= 3 bytes of the head / chunked body fed so far
+        self._remaining = 0  # Content-Length body bytes still to come
+        self._progress = 0  # chunked-body callbacks seen (bounds framing bytes)
+        self._stall = 0  # chunked bytes fed without any callback
+        self._pending: bytes | None = None  # a refused method token still arriving
         self._pending_continue: Request | None = None
-        self._method_probe = b""
+        self._stopped = False  # a Connection: close request completed
+        self._upgraded = False
         self._dead = False
         self._responses = 0
-        self._chunked_response = False
+        self._body_mode = _BODY_NONE
         #: True while a request has started arriving but is not complete (read deadline).
         self.in_request = False
         #: Set by the backend during shutdown: the next response says ``Connection: close``.
@@ -179,50 +284,169 @@ class HTTPConnection:
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data`` (``b""`` for EOF) and return the events it completed."""
         if self._dead:
+            if self._upgraded:
+                self.upgrade_data += data
             return []
         if not data:
             self._dead = True
+            self.in_request = False
             return []
-        events = self._events
-        if not self.in_request:
-            self._method_probe = data[:METHOD_PROBE_BYTES]
-        elif len(self._method_probe) < METHOD_PROBE_BYTES:
-            self._method_probe += data[: METHOD_PROBE_BYTES - len(self._method_probe)]
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data, exc)
-        except httptools.HttpParserInvalidMethodError:
-            self._fail(self._method_error())
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            self._fail(cause if isinstance(cause, ProtocolError) else ProtocolError(400, str(exc)))
-        except httptools.HttpParserError as exc:
-            self._fail(self._classify(str(exc)))
-        except ProtocolError as exc:  # raised by a callback and passed through
-            self._fail(exc)
-        if self._in_head and not self._dead:
-            self._check_partial_head(data)
-        if self._pending_continue is not None and not self._dead:
-            events.append(ExpectContinue(self._pending_continue))
-            self._pending_continue = None
-        self._events = []
+        if self._stopped:
+            return []  # RFC 9112 §9.6: nothing after a "close" request is processed
+        if self._pending is not None:
+            self._continue_pending(data)
+            events, self._events = self._events, []
+            return events
+        n = len(data)
+        pos = 0
+        parser = self._parser
+        while pos < n:
+            state = self._state
+            if state <= _HEAD:
+                if state == _IDLE:
+                    if data[pos] in b"\r\n":  # empty lines before a request are ignored
+                        while pos < n and data[pos] in b"\r\n":
+                            pos += 1
+                        if pos == n:
+                            break
+                    # A new message (done here rather than in llhttp's
+                    # on_message_begin: one Python call less per request).
+                    self._state = state = _HEAD
+                    self.in_request = True
+                    self._head_len = 0
+                    self._line_done = False
+                    self._url = b""
+                    self._fields = []
+                    self._body_size = 0
+                    self._content_length = None
+                    self._te = None
+                    self._host_count = 0
+                    self._expect = None
+                    end = data.find(_BLANK_LINE, pos)
+                    stop = n if end < 0 else end + 4
+                else:
+                    end = self._find_blank_line(data, pos)
+                    stop = n if end < 0 else end
+                budget = self._limits.max_header_size - self._head_len
+                over = stop - pos > budget
+                if over:
+                    stop = pos + budget
+            elif state == _BODY_LENGTH:
+                stop = min(n, pos + self._remaining)
+                self._remaining -= stop - pos
+            else:  # _BODY_CHUNKED
+                end = self._find_blank_line(data, pos)
+                stop = n if end < 0 else end
+                progress = self._progress
+            start = pos
+            if stop > start:
+                try:
+                    parser.feed_data(data[start:stop] if start or stop < n else data)
+                except httptools.HttpParserUpgrade as exc:
+                    self._on_upgrade(data, start + int(exc.args[0]))
+                    break
+                except httptools.HttpParserCallbackError as exc:
+                    cause = exc.__context__
+                    if isinstance(cause, ProtocolError):
+                        self._fail(cause)
+                    else:
+                        self._fail(ProtocolError(400, str(exc)))
+                    break
+                except httptools.HttpParserInvalidMethodError:
+                    self._request_line_error(data, start, stop, method_error=True)
+                    break
+                except httptools.HttpParserError as exc:
+                    if "HTTP version" in str(exc) and state == _HEAD and not self._line_done:
+                        self._request_line_error(data, start, stop, method_error=False)
+                    else:
+                        self._fail(ProtocolError(400, str(exc)))
+                    break
+            pos = stop
+            if state == _HEAD:
+                if self._state == _HEAD:  # the head goes on in the next feed
+                    if over:
+                        self._fail(self._head_too_large(data, start, stop))
+                        break
+                    self._head_progress(data, start, stop)
+                elif self._pending_continue is not None:
+                    # ExpectContinue only when the client is really waiting:
+                    # any body byte in the same read means it did not wait.
+                    if pos == n:
+                        self._events.append(ExpectContinue(self._pending_continue))
+                    self._pending_continue = None
+            elif state == _BODY_CHUNKED and self._state == _BODY_CHUNKED:
+                self._chunk_progress(data, start, stop, progress)
+            if self._stopped or self._dead:
+                break
+        events, self._events = self._events, []
         return events
 
-    def _check_partial_head(self, data: bytes) -> None:
-        """Bound a head that is still arriving.
+    def _find_blank_line(self, data: bytes, pos: int) -> int:
+        """Index just past the first CRLFCRLF from ``pos`` (counting the last bytes
+        of this head or chunked body fed earlier), or -1."""
+        tail = self._tail
+        if tail and (self._state != _HEAD or self._head_len):
+            i = (tail + data[pos : pos + 3]).find(_BLANK_LINE)
+            if i >= 0:
+                return pos + i + 4 - len(tail)
+        i = data.find(_BLANK_LINE, pos)
+        return i + 4 if i >= 0 else -1
 
-        httptools buffers a header field until its line ends, so without this a
-        client could grow one endless field. The bytes after the last LF of this
-        chunk (plus earlier chunks without an LF) are the field in progress.
-        """
-        last_lf = data.rfind(b"\n")
-        self._partial = self._partial + len(data) if last_lf < 0 else len(data) - last_lf - 1
-        limit = self._limits.max_header_size
-        if len(self._url) > limit:
-            self._fail(ProtocolError(414, "request line too long"))
-        elif self._head_bytes + self._partial > limit:
-            self._fail(ProtocolError(431, "request header fields too large"))
+    def _head_progress(self, data: bytes, start: int, stop: int) -> None:
+        """Account for head bytes fed without finishing the head."""
+        if not self._head_len:
+            self._tail = self._line = b""
+        self._head_len += stop - start
+        tail = self._tail + data[max(start, stop - 3) : stop]
+        self._tail = tail[-3:]
+        if not self._line_done:
+            if data.find(b"\n", start, stop) >= 0:
+                self._line_done = True
+                self._line = b""
+            else:
+                self._line += data[start:stop]
+
+    def _head_too_large(self, data: bytes, start: int, stop: int) -> ProtocolError:
+        """414 when the request line alone is over the limit, else 431. The
+        byte that crossed the limit counts, so any split gives the same answer."""
+        if self._line_done or data.find(b"\n", start, stop + 1) >= 0:
+            return ProtocolError(431, "request header fields too large")
+        return ProtocolError(414, "request line too long")
+
+    def _chunk_progress(self, data: bytes, start: int, stop: int, progress: int) -> None:
+        """Bound chunk-size lines, extensions and trailer fields still arriving
+        (httptools buffers a trailer field whole): too many chunked bytes with no
+        parser progress is refused. Counted per read, so the bound is the limit
+        plus one read."""
+        if self._progress != progress:
+            self._stall = 0
+        else:
+            self._stall += stop - start
+            if self._stall > self._limits.max_header_size:
+                self._fail(ProtocolError(431, "chunk framing or trailer too large"))
+                return
+        self._tail = (self._tail + data[max(start, stop - 3) : stop])[-3:]
+
+    def _request_line_error(self, data: bytes, start: int, stop: int, method_error: bool) -> None:
+        """llhttp refused the request line; classify it on the line's own bytes."""
+        line = self._line + data[start:stop]
+        self._line = b""
+        if method_error:
+            self._pending = b""
+            self._continue_pending(line)
+        else:
+            self._fail(_classify_version(line))
+
+    def _continue_pending(self, data: bytes) -> None:
+        """Collect the rest of a refused method token (bounded by its maximum length)."""
+        line = (self._pending or b"") + data[: MAX_METHOD_LENGTH + 1]
+        error = _classify_method(line)
+        if error is None:
+            self._pending = line
+            self.in_request = True
+            return
+        self._pending = None
+        self._fail(error)
 
     def _fail(self, error: ProtocolError) -> None:
         self._dead = True
@@ -230,33 +454,18 @@ class HTTPConnection:
         self._pending_continue = None
         self._events.append(error)
 
-    def _method_error(self) -> ProtocolError:
-        method = self._method_probe.lstrip(b"\r\n").split(b" ", 1)[0]
-        if method and _TOKEN.fullmatch(method) and b" " in self._method_probe:
-            return ProtocolError(501, "method not implemented")
-        return ProtocolError(400, "invalid method")
-
-    def _classify(self, message: str) -> ProtocolError:
-        if "HTTP version" in message:
-            line = self._method_probe.lstrip(b"\r\n").split(b"\r\n", 1)[0]
-            version = line.rsplit(b" ", 1)[-1]
-            if _VERSION.fullmatch(version):
-                return ProtocolError(505, "HTTP version not supported")
-        if "URL" in message or "url" in message:
-            return ProtocolError(400, "invalid request target")
-        return ProtocolError(400, message)
-
-    def _on_upgrade(self, data: bytes, exc: httptools.HttpParserUpgrade) -> None:
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
         request = self._current_or_last()
-        if request is None or request.method == "CONNECT":
-            self._fail(ProtocolError(501, "CONNECT is not supported"))
+        if request is None:  # pragma: no cover - llhttp completes the head first
+            self._fail(ProtocolError(400, "invalid upgrade"))
             return
-        offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
         request.upgrade = True
         self.upgrade_data = data[offset:]
         # Nothing after an upgrade request is HTTP any more: the backend either
         # switches protocol or answers and closes.
+        self._upgraded = True
         self._dead = True
+        self.in_request = False
 
     def _current_or_last(self) -> Request | None:
         for event in reversed(self._events):
@@ -266,154 +475,211 @@ class HTTPConnection:
 
     # httptools callbacks (names fixed by httptools) -------------------------------
 
-    def on_message_begin(self) -> None:
-        self.in_request = True
-        self._in_head = True
-        self._head_bytes = 0
-        self._partial = 0
-        self._url = b""
-        self._fields = []
-        self._body_parts = []
-        self._body_size = 0
-        self._content_length = None
-        self._te = False
-        self._host_count = 0
-        self._current = None
-
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self._limits.max_header_size:
-            raise ProtocolError(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if self._state != _HEAD:
             return  # chunked trailer fields: accepted and ignored
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self._limits.max_header_size:
-            raise ProtocolError(431, "request header fields too large")
-        lname = name.lower()
-        if lname == b"content-length":
-            # llhttp has already refused duplicates and non-digits.
-            self._content_length = int(value)
-        elif lname == b"transfer-encoding":
-            self._te = True
-        elif lname == b"host":
-            self._host_count += 1
+        if value and value[-1] in (0x20, 0x09):  # OWS after the value
+            value = value.rstrip(b" \t")
+        size = len(name)
+        if size == 4 or size == 6 or size == 14 or size == 17:
+            lname = name.lower()
+            if lname == b"host":
+                self._host_count += 1
+            elif lname == b"content-length":
+                # llhttp has already refused duplicates, signs and non-digits.
+                self._content_length = int(value)
+            elif lname == b"transfer-encoding":
+                if self._te is None:
+                    self._te = [value]
+                else:
+                    self._te.append(value)
+            elif lname == b"expect":
+                self._expect = value
         self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
         parser = self._parser
         version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        if version != "1.1" and version != "1.0":
             raise ProtocolError(505, "HTTP version not supported")
-        if len(self._url) + self._head_bytes > self._limits.max_header_size:
-            raise ProtocolError(431, "request header fields too large")
-        if version == "1.1" and self._host_count != 1:
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise ProtocolError(501, "CONNECT is not supported")
+        if self._host_count != 1 and (version == "1.1" or self._host_count > 1):
             raise ProtocolError(400, "exactly one Host header is required")
-        if self._host_count > 1:
-            raise ProtocolError(400, "duplicate Host header")
-        if self._te and version == "1.0":
-            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        te = self._te
+        if te:
+            if version == "1.0":
+                raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if len(te) != 1 or te[0].lower() != b"chunked":  # one field "chunked" is the norm
+                codings = b",".join(te).lower().split(b",")
+                if codings[-1].strip() != b"chunked":
+                    # RFC 9112 §6.3: the body length cannot be determined.
+                    raise ProtocolError(400, "chunked is not the final transfer coding")
+                # A coding before chunked (gzip, chunked) we would have to undo.
+                raise ProtocolError(501, "transfer coding not implemented")
         length = self._content_length
         if length is not None and length > self._limits.max_body_size:
             raise ProtocolError(413, "request body too large")
         raw = self._url
         path, _, query = raw.partition(b"?")
-        if not path.startswith(b"/"):
-            if path == b"*" and parser.get_method() == b"OPTIONS":
-                pass
-            elif path.startswith((b"http://", b"https://")):
-                # absolute-form: route on the path part (RFC 9112 §3.2.2).
-                after = path.split(b"//", 1)[1]
-                slash = after.find(b"/")
-                path = after[slash:] if slash >= 0 else b"/"
-            else:
-                raise ProtocolError(400, "invalid request target")
+        if path[:1] != b"/":
+            path = self._other_target_form(path, method)
+        if b"#" in raw:
+            raise ProtocolError(400, "fragment in request target")
         raw_path = path.decode("latin-1")
+        decoded = raw_path
+        if "%" in raw_path:
+            decoded = unquote(raw_path)
+            if "\x00" in decoded:
+                raise ProtocolError(400, "NUL in request path")
+        name = _METHOD_NAMES.get(method)
+        if name is None:
+            name = method.decode("ascii")
         request = Request(
-            parser.get_method().decode("ascii"),
+            name,
             raw_path,
-            query.decode("latin-1"),
+            query.decode("latin-1") if query else "",
             Headers(self._fields),
             version,
-            path=unquote(raw_path) if "%" in raw_path else raw_path,
-            keep_alive=parser.should_keep_alive(),
-            client=self._client,
-            scheme=self._scheme,
+            decoded,
+            b"",
+            parser.should_keep_alive(),
+            self._client,
+            self._scheme,
         )
         self._current = request
-        if version == "1.1" and (length or self._te):
-            expect = request.headers.get("expect")
-            if expect is not None:
-                if expect.lower() != "100-continue":
-                    raise ProtocolError(417, "unsupported expectation")
-                request.expect_continue = True
-                self._pending_continue = request
+        if te:
+            self._state = _BODY_CHUNKED
+            self._tail = b""
+            self._stall = 0
+        elif length:
+            self._state = _BODY_LENGTH
+            self._remaining = length
+        else:
+            return
+        self._body_parts = []
+        expect = self._expect
+        if expect is not None and version == "1.1":
+            if expect.lower() != b"100-continue":
+                raise ProtocolError(417, "unsupported expectation")
+            request.expect_continue = True
+            self._pending_continue = request
+
+    @staticmethod
+    def _other_target_form(path: bytes, method: bytes) -> bytes:
+        """The routing path of an asterisk- or absolute-form target (RFC 9112 §3.2)."""
+        if path == b"*" and method == b"OPTIONS":
+            return path
+        scheme = path[:8].lower()
+        if scheme.startswith((b"http://", b"https://")):
+            after = path.split(b"//", 1)[1]
+            slash = after.find(b"/")
+            if slash >= 0:
+                return after[slash:]
+            if after:
+                return b"/"
+        raise ProtocolError(400, "invalid request target")
 
     def on_body(self, body: bytes) -> None:
+        self._progress += 1
+        self._pending_continue = None
         self._body_size += len(body)
         if self._body_size > self._limits.max_body_size:
             raise ProtocolError(413, "request body too large")
         self._body_parts.append(body)
 
+    def on_chunk_header(self) -> None:
+        self._progress += 1
+
+    def on_chunk_complete(self) -> None:
+        self._progress += 1
+
     def on_message_complete(self) -> None:
         request = self._current
         if request is None:  # pragma: no cover - llhttp always reports headers first
             return
-        parts = self._body_parts
-        if parts:
-            request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._state != _HEAD:
+            parts = self._body_parts
+            if parts:
+                request.body = parts[0] if len(parts) == 1 else b"".join(parts)
             self._body_parts = []
-        if self._pending_continue is request:
-            self._pending_continue = None  # the body came with the head: no 100 needed
         self._current = None
+        self._state = _IDLE
         self.in_request = False
+        if not request.keep_alive:
+            self._stopped = True
         self._events.append(request)
 
     # ------------------------------------------------------------------ sending
 
     def serialize(self, response: Response, request: Request | None) -> bytes:
         """The bytes of ``response`` to ``request``: the whole message, or only the
-        head when ``response.stream`` is set (then :meth:`chunk` and :meth:`end`)."""
+        head when ``response.stream`` is set (then :meth:`chunk` and :meth:`end`).
+
+        A response whose header fields cannot be sent safely (a name that is not
+        a token, CR/LF/NUL in a value, a character outside Latin-1) becomes a 500:
+        the handler's bug must not become a response-splitting hole.
+        """
         self._responses += 1
-        status = response.status
+        upgrade = response.upgrade is not None
         close = (
             request is None
             or not request.keep_alive
             or self.close_after_response
             or self._responses >= self._limits.max_requests
-            or (request.upgrade and response.upgrade is None)
+            or (request.upgrade and not upgrade)
         )
-        parts = [status_line(status), SERVER_HEADER, date_header()]
-        for name, value in response.headers:
-            lname = name.lower()
-            if lname in _FRAMING_HEADERS:
-                continue
-            if lname == "connection":
-                if "close" in value.lower():
-                    close = True
-                if response.upgrade is None:
+        parts = [b"", _server_and_date()]
+        try:
+            for name, value in response.headers:
+                lname = _checked_names.get(name) or _check_name(name)
+                if lname in _ENGINE_HEADERS:
                     continue
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+                if lname == "connection":
+                    if "close" in value.lower():
+                        close = True
+                    if not upgrade:
+                        continue
+                if not value.isprintable():
+                    _check_value(value)
+                parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        except (ValueError, UnicodeEncodeError):
+            response = _INVALID_HEADER_RESPONSE
+            del parts[2:]
+            parts.append(_TEXT_PLAIN)
+            close = True
+            upgrade = False
+        status = response.status
+        parts[0] = status_line(status)
         head_only = request is not None and request.method == "HEAD"
         body = b""
-        self._chunked_response = False
         if status in NO_BODY_STATUSES:
-            pass
+            self._body_mode = _BODY_NONE
         elif response.stream is not None:
             if request is not None and request.http_version == "1.1":
                 parts.append(b"Transfer-Encoding: chunked\r\n")
-                self._chunked_response = not head_only
+                self._body_mode = _BODY_NONE if head_only else _BODY_CHUNKED_OUT
+            elif head_only:
+                self._body_mode = _BODY_NONE
             else:
                 close = True  # HTTP/1.0: the body ends when the connection does
+                self._body_mode = _BODY_RAW
         else:
+            self._body_mode = _BODY_NONE
             body = response.body
             parts.append(b"Content-Length: %d\r\n" % len(body))
             if head_only:
                 body = b""
-        if response.upgrade is None:
-            parts.append(b"Connection: close\r\n\r\n" if close else b"\r\n")
+        if upgrade:
+            parts.append(b"\r\n")
+        elif close:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif request is not None and request.http_version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
         self.must_close = close
@@ -422,16 +688,17 @@ class HTTPConnection:
         return b"".join(parts)
 
     def chunk(self, data: bytes) -> bytes:
-        """One piece of a streamed body, framed for the wire (empty input → ``b""``)."""
-        if not data:
+        """One piece of a streamed body, framed for the wire (empty input → ``b""``;
+        nothing at all for a response that has no body: HEAD, 1xx, 204, 304)."""
+        if not data or self._body_mode == _BODY_NONE:
             return b""
-        if self._chunked_response:
+        if self._body_mode == _BODY_CHUNKED_OUT:
             return b"%x\r\n%b\r\n" % (len(data), data)
         return data
 
     def end(self) -> bytes:
         """The end of a streamed body."""
-        return LAST_CHUNK if self._chunked_response else b""
+        return LAST_CHUNK if self._body_mode == _BODY_CHUNKED_OUT else b""
 
     def error_response(self, error: ProtocolError) -> bytes:
         """A short plain-text answer to a refused request; the connection then closes."""
@@ -441,8 +708,7 @@ class HTTPConnection:
         return b"".join(
             (
                 status_line(error.status),
-                SERVER_HEADER,
-                date_header(),
+                _server_and_date(),
                 b"Content-Type: text/plain; charset=utf-8\r\n",
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
                 body,

@@ -38,7 +38,6 @@ class Request:
         query_string: str,
         headers: Headers,
         http_version: str = "1.1",
-        *,
         path: str | None = None,
         body: bytes = b"",
         keep_alive: bool = True,
