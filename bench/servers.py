@@ -80,6 +80,9 @@ def _granian(port: int, idle: bool) -> list[str]:
     cmd = [*_py(), "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port)]
     cmd += ["--workers", "1", "--runtime-threads", "1", "--loop", "uvloop", "--http", "1"]
     cmd += ["--no-ws", "--log-level", "warning", "--no-access-log"]
+    if idle:
+        # granian serves at most backlog/workers connections at once unless told otherwise.
+        cmd += ["--backpressure", "65536"]
     return [*cmd, "bench.apps.asgi_app:app"]
 
 

@@ -30,6 +30,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if scope["type"] != "websocket" or scope["path"] != "/ws":
         return
+    if (await receive())["type"] != "websocket.connect":
+        return
     await send({"type": "websocket.accept"})
     while True:
         message = await receive()

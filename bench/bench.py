@@ -1,0 +1,419 @@
+"""HTTP throughput/latency benchmark: zzz against other Python servers, measured with wrk.
+
+Run from the repository root (bench/run.sh does this)::
+
+    python -m bench.bench --servers uvicorn,waitress --duration 3 --rounds 1
+
+For R rounds, for each scenario, for each server: start that server alone on 127.0.0.1
+(pinned to one CPU), check its answers, warm it up, run wrk (pinned to another CPU), stop it
+by PID. Interleaving rounds spreads slow drifts of the machine over every server. The median
+of the rounds is reported per cell; raw figures go to bench/results/<timestamp>.json and the
+table to stdout and bench/results/latest.md. A server that fails is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import servers
+from bench.servers import HTTP_SERVERS, Pinning, ServerFailed
+
+WRK_SCRIPT = servers.BENCH_DIR / "wrk_report.lua"
+# Size of the echo scenario's request body.
+ECHO_BODY_BYTES = 1024
+# wrk's own timeout per request; a reply slower than this counts as a timeout error.
+WRK_TIMEOUT_S = 5
+# Extra seconds wrk may run beyond --duration before the harness gives up on it.
+WRK_GRACE_S = 30
+DEFAULT_COMPARE = "zzz-native/waitress,zzz-eventloop/uvicorn,zzz-eventloop-async/uvicorn"
+RESULT_RE = re.compile(r"^BENCH_RESULT (\{.*\})$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load shape: what wrk requests and how many connections it keeps."""
+
+    name: str
+    path: str
+    post_bytes: int
+    connection_close: bool
+    description: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("plaintext", "/", 0, False, "GET / -> 13-byte text/plain, keep-alive"),
+        Scenario("echo", "/echo", ECHO_BODY_BYTES, False, "POST /echo 1 KiB body, keep-alive"),
+        Scenario("close", "/", 0, True, "GET / with Connection: close (new TCP conn per req)"),
+    )
+}
+
+
+@dataclass
+class Run:
+    """One wrk measurement (or failure) of one server in one scenario and round."""
+
+    server: str
+    scenario: str
+    round: int
+    ok: bool
+    error: str = ""
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    start_s: float = 0.0
+
+
+def check_answers(port: int, scenario: Scenario) -> None:
+    """Refuse to benchmark a server whose endpoint answers wrongly (fast but wrong is no win)."""
+    if scenario.post_bytes:
+        body = b"x" * scenario.post_bytes
+        raw = (
+            f"POST {scenario.path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        expected = body
+    else:
+        raw = f"GET {scenario.path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
+        expected = b"Hello, World!"
+    try:
+        status, got = servers.http_request(port, raw)
+    except (OSError, ValueError) as exc:
+        raise ServerFailed(f"smoke check of {scenario.path} failed: {exc}") from exc
+    if status != 200 or got != expected:
+        raise ServerFailed(
+            f"smoke check of {scenario.path}: status {status}, body {got[:60]!r} "
+            f"(expected 200, {expected[:20]!r}...)"
+        )
+
+
+def wrk_command(
+    args: argparse.Namespace, pin: Pinning, port: int, sc: Scenario, secs: float
+) -> list[str]:
+    conns = args.close_connections if sc.connection_close else args.connections
+    cmd = [*pin.client, args.wrk, "-t", str(args.threads), "-c", str(conns)]
+    cmd += ["-d", f"{max(1, round(secs))}s", "--latency", "--timeout", f"{WRK_TIMEOUT_S}s"]
+    cmd += ["-s", str(WRK_SCRIPT)]
+    if sc.connection_close:
+        cmd += ["-H", "Connection: close"]
+    return [*cmd, f"http://{servers.HOST}:{port}{sc.path}"]
+
+
+def run_wrk(cmd: list[str], sc: Scenario, secs: float) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("BENCH_POST_BYTES", None)
+    if sc.post_bytes:
+        env["BENCH_POST_BYTES"] = str(sc.post_bytes)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=secs + WRK_GRACE_S, check=False
+    )
+    match = RESULT_RE.search(proc.stdout)
+    if proc.returncode != 0 or match is None:
+        raise ServerFailed(
+            f"wrk failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-400:]}"
+        )
+    result: dict[str, Any] = json.loads(match.group(1))
+    return result
+
+
+def measure(
+    args: argparse.Namespace, pin: Pinning, name: str, sc: Scenario, rnd: int, log_dir: Path
+) -> Run:
+    spec = HTTP_SERVERS[name]
+    log_path = log_dir / f"{name}.{sc.name}.r{rnd}.log"
+    run = Run(server=name, scenario=sc.name, round=rnd, ok=False)
+    try:
+        with servers.running(spec, log_path, pin, timeout=args.start_timeout) as srv:
+            check_answers(srv.port, sc)
+            if args.warmup > 0:
+                run_wrk(wrk_command(args, pin, srv.port, sc, args.warmup), sc, args.warmup)
+            res = run_wrk(wrk_command(args, pin, srv.port, sc, args.duration), sc, args.duration)
+            if srv.proc.poll() is not None:
+                raise ServerFailed(f"server died during the run\n{srv.log_tail()}")
+    except (ServerFailed, subprocess.TimeoutExpired, OSError) as exc:
+        run.error = str(exc)
+        return run
+    run.errors = {k[4:]: int(v) for k, v in res.items() if k.startswith("err_") and v}
+    run.requests = int(res["requests"])
+    run.rps = res["requests"] / (res["duration_us"] / 1e6) if res["duration_us"] else 0.0
+    run.p50_ms = res["p50_us"] / 1000
+    run.p99_ms = res["p99_us"] / 1000
+    # wrk counts non-2xx/3xx replies as status errors: those requests are not successes.
+    bad = run.errors.get("status", 0) + run.errors.get("timeout", 0)
+    if run.requests == 0 or bad > run.requests // 100:
+        run.error = f"too many failed requests: {run.errors} of {run.requests}"
+        return run
+    run.ok = True
+    return run
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def median_cells(runs: list[Run]) -> dict[tuple[str, str], dict[str, Any]]:
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for key in {(r.server, r.scenario) for r in runs}:
+        mine = [r for r in runs if (r.server, r.scenario) == key]
+        good = [r for r in mine if r.ok]
+        cell: dict[str, Any] = {"ok_runs": len(good), "runs": len(mine)}
+        if good:
+            cell["rps"] = statistics.median(r.rps for r in good)
+            cell["rps_min"] = min(r.rps for r in good)
+            cell["rps_max"] = max(r.rps for r in good)
+            cell["p50_ms"] = statistics.median(r.p50_ms for r in good)
+            cell["p99_ms"] = statistics.median(r.p99_ms for r in good)
+            socket_errors = sum(sum(r.errors.values()) for r in good)
+            cell["errors"] = socket_errors
+        else:
+            cell["error"] = next((r.error for r in mine if r.error), "not run")
+        cells[key] = cell
+    return cells
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def render_markdown(
+    meta: dict[str, Any],
+    cells: dict[tuple[str, str], dict[str, Any]],
+    server_names: list[str],
+    scenario_names: list[str],
+    compare: list[tuple[str, str]],
+) -> str:
+    out = [f"# zzz benchmark results ({meta['timestamp']})", ""]
+    out.append(
+        f"Machine: {meta['cpu_count']} CPUs ({meta['cpu_model']}), {meta['platform']}, "
+        f"Python {meta['python']}. Pinning: {meta['pinning']}."
+    )
+    out.append(
+        f"wrk -t{meta['threads']}, {meta['connections']} connections keep-alive / "
+        f"{meta['close_connections']} for close, {meta['duration']}s per run after "
+        f"{meta['warmup']}s warm-up, median of {meta['rounds']} interleaved round(s)."
+    )
+    out.append(
+        f"Load average (1/5/15 min) before: {meta['loadavg_before']}, after: "
+        f"{meta['loadavg_after']} (above ~1 before the start means other work shared the CPUs)."
+    )
+    out.append("")
+    for sc in scenario_names:
+        out += [f"## {sc}: {SCENARIOS[sc].description}", ""]
+        out += [
+            "| server | req/s | min-max req/s | p50 ms | p99 ms | runs ok | note |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for name in server_names:
+            cell = cells.get((name, sc))
+            if cell is None:
+                continue
+            runs = f"{cell['ok_runs']}/{cell['runs']}"
+            if "rps" in cell:
+                note = f"{cell['errors']} socket errors" if cell["errors"] else ""
+                out.append(
+                    f"| {name} | {cell['rps']:,.0f} | "
+                    f"{cell['rps_min']:,.0f}-{cell['rps_max']:,.0f} | {cell['p50_ms']:.2f} | "
+                    f"{cell['p99_ms']:.2f} | {runs} | {note} |"
+                )
+            else:
+                reason = first_line(cell["error"]).replace("|", "/")[:120]
+                out.append(f"| {name} | FAILED | - | - | - | {runs} | {reason} |")
+        out.append("")
+    if compare:
+        out += ["## Ratios (req/s of the first server / req/s of the baseline)", ""]
+        out += ["| pair | " + " | ".join(scenario_names) + " |"]
+        out += ["|---|" + "---:|" * len(scenario_names)]
+        for a, b in compare:
+            row = []
+            for sc in scenario_names:
+                ca, cb = cells.get((a, sc), {}), cells.get((b, sc), {})
+                if "rps" in ca and "rps" in cb and cb["rps"]:
+                    row.append(f"{ca['rps'] / cb['rps']:.2f}x")
+                else:
+                    row.append("n/a")
+            out.append(f"| {a} / {b} | " + " | ".join(row) + " |")
+        out.append("")
+    failures = [
+        (name, sc, cells[(name, sc)]["error"])
+        for name in server_names
+        for sc in scenario_names
+        if (name, sc) in cells and "rps" not in cells[(name, sc)]
+    ]
+    if failures:
+        out += ["## Failures", ""]
+        for name, sc, err in failures:
+            out.append(f"- **{name}** / {sc}:")
+            out += ["  ```", *[f"  {line}" for line in err.strip().splitlines()], "  ```"]
+        out.append("")
+    return "\n".join(out)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def parse_compare(text: str, names: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in text.split(","):
+        a, sep, b = item.strip().partition("/")
+        if sep and a in names and b in names:
+            pairs.append((a, b))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--servers",
+        default=",".join(servers.DEFAULT_HTTP_SERVERS),
+        help=f"comma-separated, from: {', '.join(HTTP_SERVERS)}",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: {', '.join(SCENARIOS)}",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; median reported")
+    p.add_argument("--duration", type=float, default=10, help="seconds of each measured wrk run")
+    p.add_argument(
+        "--warmup", type=float, default=1, help="seconds of unmeasured wrk warm-up (0: none)"
+    )
+    p.add_argument(
+        "--connections", type=int, default=64, help="wrk connections, keep-alive scenarios"
+    )
+    p.add_argument(
+        "--close-connections", type=int, default=16, help="wrk connections, close scenario"
+    )
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (it is pinned to one CPU)")
+    p.add_argument(
+        "--compare",
+        default=DEFAULT_COMPARE,
+        help="comma-separated A/B pairs: ratio of A's req/s to baseline B's",
+    )
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--wrk-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument("--start-timeout", type=float, default=servers.START_TIMEOUT_S)
+    p.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk binary")
+    p.add_argument("--out-dir", type=Path, default=servers.RESULTS_DIR)
+    args = p.parse_args(argv)
+
+    names = servers.parse_names(args.servers, HTTP_SERVERS)
+    scenario_names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in scenario_names if s not in SCENARIOS]
+    if unknown or not names or not scenario_names:
+        p.error(f"need known servers and scenarios (unknown scenarios: {unknown})")
+    if args.rounds < 1 or args.duration < 1:
+        p.error("--rounds and --duration must be at least 1")
+    if shutil.which(args.wrk) is None:
+        p.error(f"wrk not found ({args.wrk}); bench/run.sh installs it")
+
+    pin = servers.plan_pinning(not args.no_pin, args.server_cpu, args.wrk_cpu)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = args.out_dir / "logs" / stamp
+    total = args.rounds * len(scenario_names) * len(names)
+    print(
+        f"bench: {len(names)} server(s) x {len(scenario_names)} scenario(s) x {args.rounds} "
+        f"round(s) = {total} runs; {pin.description}; logs in {log_dir}",
+        flush=True,
+    )
+
+    load_before = os.getloadavg()
+    runs: list[Run] = []
+    broken: dict[str, str] = {}
+    done = 0
+    for rnd in range(1, args.rounds + 1):
+        for sc_name in scenario_names:
+            sc = SCENARIOS[sc_name]
+            for name in names:
+                done += 1
+                if name in broken:
+                    # It failed to start once; retrying every cell would only burn time.
+                    runs.append(Run(name, sc_name, rnd, False, f"skipped: {broken[name]}"))
+                    continue
+                t0 = time.monotonic()
+                run = measure(args, pin, name, sc, rnd, log_dir)
+                runs.append(run)
+                took = time.monotonic() - t0
+                if run.ok:
+                    extra = f" errors={run.errors}" if run.errors else ""
+                    print(
+                        f"[{done}/{total}] r{rnd} {sc_name:9} {name:20} {run.rps:10,.0f} req/s  "
+                        f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms{extra}  ({took:.0f}s)",
+                        flush=True,
+                    )
+                else:
+                    print(
+                        f"[{done}/{total}] r{rnd} {sc_name:9} {name:20} FAILED: "
+                        f"{run.error.strip()}",
+                        flush=True,
+                    )
+                    if "before answering" in run.error or "no HTTP answer" in run.error:
+                        broken[name] = first_line(run.error)
+
+    cells = median_cells(runs)
+    meta = {
+        "timestamp": stamp,
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "pinning": pin.description,
+        # Other work on the machine skews every figure; the load averages make that visible.
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "wrk_version": first_line(
+            subprocess.run([args.wrk, "-v"], capture_output=True, text=True, check=False).stdout
+        ),
+        "rounds": args.rounds,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "connections": args.connections,
+        "close_connections": args.close_connections,
+        "servers": {
+            n: {"note": HTTP_SERVERS[n].note, "argv": HTTP_SERVERS[n].argv(0, False)} for n in names
+        },
+        "scenarios": {s: asdict(SCENARIOS[s]) for s in scenario_names},
+    }
+    compare = parse_compare(args.compare, names)
+    table = render_markdown(meta, cells, names, scenario_names, compare)
+    doc = {
+        "meta": meta,
+        "runs": [asdict(r) for r in runs],
+        "medians": [{"server": k[0], "scenario": k[1], **v} for k, v in sorted(cells.items())],
+    }
+    json_path = args.out_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    (args.out_dir / "latest.md").write_text(table + "\n")
+    print()
+    print(table)
+    print(f"results: {json_path} and {args.out_dir / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
