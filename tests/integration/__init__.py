@@ -1,0 +1,1 @@
+"""Integration tests: every HTTP behaviour over real sockets, once per registered backend."""
