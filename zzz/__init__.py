@@ -3,15 +3,20 @@
 This module only re-exports the public API; see the submodules for the code.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from zzz.config import Config, ConfigError, EventLoopConfig, NativeConfig, TlsConfig
 from zzz.context import Context
 from zzz.errors import HTTPError
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
-from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope
+from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
+
+if TYPE_CHECKING:
+    from zzz.websocket import WebSocket
 
 __version__ = "0.1.0"
 
@@ -29,6 +34,7 @@ __all__ = [
     "Server",
     "Timer",
     "TlsConfig",
+    "WebSocket",
     "__version__",
     "delete",
     "get",
@@ -39,4 +45,15 @@ __all__ = [
     "put",
     "route",
     "scope",
+    "ws",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # zzz.WebSocket on first use only: it imports the websockets package, which
+    # applications without WebSocket routes need not load.
+    if name == "WebSocket":
+        from zzz.websocket import WebSocket
+
+        return WebSocket
+    raise AttributeError(f"module 'zzz' has no attribute {name!r}")

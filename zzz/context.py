@@ -271,6 +271,30 @@ class Context:
         return self.request.client
 
     @property
+    def tls_peer_cert(self) -> dict[str, Any] | None:
+        """The client certificate verified in the TLS handshake (mutual TLS), or ``None``.
+
+        The dict of ``ssl.SSLSocket.getpeercert()``: ``subject``, ``issuer``,
+        ``notAfter``, ``serialNumber``, ``subjectAltName``, ...
+        """
+        cert = self.request.extensions.get("tls_peer_cert")
+        return cert if cert else None
+
+    @property
+    def tls_peer_subject(self) -> dict[str, str] | None:
+        """Subject of the verified client certificate as ``{attribute: value}``, or ``None``.
+
+        E.g. ``{"commonName": "alice", "organizationName": "Example"}``. An
+        attribute present more than once keeps its last (most specific) value,
+        as OpenSSL does for the common name; the full sequence is in
+        ``tls_peer_cert["subject"]``.
+        """
+        cert = self.tls_peer_cert
+        if cert is None:
+            return None
+        return {key: value for rdn in cert.get("subject", ()) for key, value in rdn}
+
+    @property
     def query(self) -> Query:
         """Query parameters, parsed on first use (blank values kept)."""
         lazy = self._parsed()

@@ -34,6 +34,7 @@ from zzz.http.response import Response
 
 if TYPE_CHECKING:
     from zzz.server import Server
+    from zzz.websocket import CloseCallback, MessageCallback, OpenCallback
 
 log = logging.getLogger("zzz.app")
 
@@ -350,6 +351,27 @@ head = _declare("HEAD")
 options = _declare("OPTIONS")
 
 
+def ws(
+    path: str,
+    handler: object = None,
+    *,
+    on_open: OpenCallback | None = None,
+    on_message: MessageCallback | None = None,
+    on_close: CloseCallback | None = None,
+    name: str | None = None,
+    middleware: Sequence[Middleware] = (),
+    compression: bool = True,
+) -> RouteSpec:
+    """Declare a WebSocket route (see :meth:`Router.ws`)."""
+    from zzz.websocket import WebSocketEndpoint  # imports the websockets package
+
+    endpoint = WebSocketEndpoint(
+        handler, on_open=on_open, on_message=on_message, on_close=on_close,
+        compression=compression,
+    )
+    return RouteSpec(("GET",), path, endpoint, name, middleware)
+
+
 def scope(
     prefix: str,
     middleware: Sequence[Middleware] = (),
@@ -578,6 +600,31 @@ class Router:
         self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
     ) -> Callable[[H], H]:
         return self.route("OPTIONS", path, name=name, middleware=middleware)
+
+    def ws(
+        self,
+        path: str,
+        handler: object = None,
+        *,
+        on_open: OpenCallback | None = None,
+        on_message: MessageCallback | None = None,
+        on_close: CloseCallback | None = None,
+        name: str | None = None,
+        middleware: Sequence[Middleware] = (),
+        compression: bool = True,
+    ) -> None:
+        """Register a WebSocket route: ``GET path`` with an upgrade.
+
+        Callbacks: ``on_open(ws)``, ``on_message(ws, msg)`` (``str`` for text,
+        ``bytes`` for binary) and ``on_close(ws, code, reason)``, plain or
+        ``async def``; or ``handler``, an object (or a class, instantiated
+        once) with methods of those names. The route's middleware runs before
+        the upgrade and may refuse it; ``ws.assigns`` is a copy of what it
+        assigned. ``compression`` accepts permessage-deflate when offered.
+        """
+        spec = ws(path, handler, on_open=on_open, on_message=on_message, on_close=on_close,
+                  name=name, middleware=middleware, compression=compression)
+        self._register(spec, "", ())
 
     def include(self, *specs: RouteSpec | Scope) -> None:
         """Register declarative routes/scopes after construction."""

@@ -1,27 +1,244 @@
-"""The one ``ssl.SSLContext`` both backends serve HTTPS with, built from :class:`TlsConfig`."""
+"""The one ``ssl.SSLContext`` both backends serve HTTPS with, built from :class:`TlsConfig`.
+
+Start-up problems are found here, before a socket is bound, and reported as a
+:class:`~zzz.config.ConfigError` naming the field (the CLI prints it on one
+line and exits 2): a missing or unreadable file, a file that is not PEM, a key
+that does not match the certificate, an encrypted key without a password.
+OpenSSL's own messages ("[SSL] PEM lib") say none of that.
+
+Reloading (SIGHUP, :meth:`zzz.server.Server.reload_tls`) builds a *new*
+context and swaps ``server.ssl_context``. The native backend wraps each
+accepted socket with whatever ``server.ssl_context`` is at that moment. An
+asyncio/uvloop server keeps the context it was created with, so
+:func:`follow_reloads` gives that context an SNI callback (OpenSSL calls it for
+every ClientHello, with or without a server name) that moves the handshake
+onto the current context; connections already established keep theirs.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import ssl
+import stat
+import time
+from collections.abc import Callable
+from typing import Any
 
-from zzz.config import ConfigError, TlsConfig
+from zzz.config import MIB, ConfigError, TlsConfig
+
+log = logging.getLogger("zzz.tls")
+
+#: The only application protocol offered in ALPN: zzz speaks HTTP/1.1.
+ALPN_PROTOCOLS = ("http/1.1",)
+#: A certificate chain, key or CA bundle larger than this is not what the user meant.
+MAX_PEM_FILE_SIZE = 4 * MIB
+#: ``TlsConfig.min_version`` names → ``ssl.TLSVersion``.
+_TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+_CERT_BEGIN = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----")
+_KEY_BEGIN = re.compile(rb"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----")
+_LEGACY_ENCRYPTED = re.compile(rb"Proc-Type:\s*4,\s*ENCRYPTED")
+
+#: OpenSSL reasons of failed handshakes → what the log line says about the client.
+_HANDSHAKE_HINTS = {
+    "HTTP_REQUEST": "plain HTTP sent to the HTTPS port",
+    "WRONG_VERSION_NUMBER": "not a TLS client hello",
+    "UNSUPPORTED_PROTOCOL": "client offers only TLS versions below the minimum",
+    "NO_SHARED_CIPHER": "no cipher in common with the client",
+    "NO_PROTOCOLS_AVAILABLE": "no TLS version in common with the client",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client sent no certificate (mutual TLS required)",
+    "CERTIFICATE_VERIFY_FAILED": "client certificate not trusted by tls.ca_file",
+}
+
+
+class _PasswordMissing(Exception):
+    """Raised from the password callback so OpenSSL never prompts on the terminal."""
 
 
 def build_context(tls: TlsConfig) -> ssl.SSLContext:
-    """A server context: TLS 1.2+ by default, ALPN ``http/1.1``, compression off."""
+    """A server context: TLS 1.2+ by default, ALPN ``http/1.1``, compression off.
+
+    Raises :class:`ConfigError` naming the ``tls.*`` field at fault.
+    """
+    cert_pem = _read_pem("tls.cert_file", tls.cert_file)
+    key_pem = cert_pem if tls.key_file == tls.cert_file else _read_pem("tls.key_file",
+                                                                      tls.key_file)
+    _check_certificates("tls.cert_file", tls.cert_file, cert_pem)
+    encrypted = _check_key(tls.key_file, key_pem)
+    if encrypted and tls.key_password is None:
+        raise ConfigError("tls.key_file", "key is encrypted; set tls.key_password")
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = (
-        ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLSv1.3" else ssl.TLSVersion.TLSv1_2
-    )
-    context.options |= ssl.OP_NO_COMPRESSION
-    try:
-        context.load_cert_chain(tls.cert_file, tls.key_file, password=tls.key_password)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("tls.cert_file", f"cannot load certificate/key: {exc}") from exc
+    context.minimum_version = _TLS_VERSIONS[tls.min_version]
+    # CRIME: TLS compression leaks secrets; client renegotiation is a CPU DoS lever.
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    _load_cert_chain(context, tls, encrypted)
     if tls.ciphers:
-        context.set_ciphers(tls.ciphers)
+        try:
+            context.set_ciphers(tls.ciphers)
+        except ssl.SSLError:
+            raise ConfigError("tls.ciphers", f"no cipher matches {tls.ciphers!r}") from None
     if tls.ca_file:
-        context.load_verify_locations(tls.ca_file)
+        ca_pem = _read_pem("tls.ca_file", tls.ca_file)
+        _check_certificates("tls.ca_file", tls.ca_file, ca_pem)
+        try:
+            context.load_verify_locations(cadata=ca_pem.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError("tls.ca_file", f"cannot load CA certificates from "
+                                             f"{tls.ca_file}: {_reason(exc)}") from None
         context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    return context
+
+
+def _read_pem(field_name: str, path: str) -> bytes:
+    """The bytes of ``path``, or a ConfigError saying why they cannot be had."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(field_name, f"no such file: {path}") from None
+    except OSError as exc:
+        raise ConfigError(field_name, f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(field_name, f"not a regular file: {path}")
+    if info.st_size > MAX_PEM_FILE_SIZE:
+        raise ConfigError(field_name, f"too large for a PEM file ({info.st_size} bytes): {path}")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_PEM_FILE_SIZE + 1)
+    except OSError as exc:
+        raise ConfigError(field_name, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _check_certificates(field_name: str, path: str, pem: bytes) -> None:
+    """``pem`` holds at least one certificate that OpenSSL can parse."""
+    if not _CERT_BEGIN.search(pem):
+        raise ConfigError(field_name, f"not a PEM certificate: {path}")
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.load_verify_locations(cadata=pem.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as exc:
+        log.debug("certificate check of %s: %s", path, exc)
+        raise ConfigError(field_name, f"not a valid PEM certificate: {path}") from None
+
+
+def _check_key(path: str, pem: bytes) -> bool:
+    """``pem`` holds a PEM private key; True when it is encrypted."""
+    match = _KEY_BEGIN.search(pem)
+    if match is None:
+        raise ConfigError("tls.key_file", f"no PEM private key in {path}")
+    return b"ENCRYPTED" in match.group(1) or bool(_LEGACY_ENCRYPTED.search(pem))
+
+
+def _load_cert_chain(context: ssl.SSLContext, tls: TlsConfig, encrypted: bool) -> None:
+    password: str | Callable[[], str] = (
+        tls.key_password if tls.key_password is not None else _refuse_password
+    )
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=password)
+    except _PasswordMissing:
+        raise ConfigError("tls.key_file", "key is encrypted; set tls.key_password") from None
+    except ssl.SSLError as exc:
+        reason = _reason(exc)
+        if "KEY_VALUES_MISMATCH" in reason:
+            raise ConfigError("tls.key_file", "key does not match the certificate") from None
+        if encrypted:
+            raise ConfigError("tls.key_password", f"does not decrypt {tls.key_file}") from None
+        raise ConfigError("tls.key_file", f"cannot load the key in {tls.key_file}: "
+                                          f"{reason}") from None
+    except OSError as exc:  # the files changed since they were checked
+        raise ConfigError("tls.cert_file", f"cannot load certificate/key: {exc}") from None
+
+
+def _refuse_password() -> str:
+    raise _PasswordMissing
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc) or exc.__class__.__name__
+
+
+def describe_handshake_error(exc: BaseException) -> str:
+    """One line for the log about a failed handshake (never a traceback)."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        hint = _HANDSHAKE_HINTS.get(reason)
+        return f"{hint} ({reason})" if hint else reason
+    if isinstance(exc, ssl.SSLEOFError | ConnectionResetError | BrokenPipeError):
+        return "client closed the connection"
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+
+
+# ---------------------------------------------------------------------- event loops
+
+
+class _HandshakeLoggedSSLObject(ssl.SSLObject):
+    """The ``SSLObject`` asyncio/uvloop drive; logs how its handshake ended, once.
+
+    asyncio and uvloop log failed or timed-out server handshakes only in debug
+    mode (with a traceback), so without this a plain-HTTP client or a port
+    scanner leaves no trace. Only the handshake is wrapped: ``read``/``write``
+    are inherited untouched.
+    """
+
+    #: Set on the per-server subclass made by :func:`follow_reloads`.
+    handshake_timeout = 0.0
+    _zzz_started: float | None = None
+    _zzz_done = False
+
+    def do_handshake(self) -> None:
+        if self._zzz_started is None:
+            self._zzz_started = time.monotonic()
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except (ssl.SSLError, OSError) as exc:
+            self._zzz_done = True
+            log.info("TLS handshake failed: %s", describe_handshake_error(exc))
+            raise
+        self._zzz_done = True
+
+    def __del__(self) -> None:
+        started = self._zzz_started
+        if self._zzz_done or started is None:
+            return
+        try:
+            age = time.monotonic() - started
+            if age >= self.handshake_timeout * 0.99:
+                log.info("TLS handshake timed out after %.1fs", age)
+            else:
+                log.info("TLS handshake failed: client closed the connection")
+        except Exception:  # interpreter shutdown: logging may be gone
+            pass
+
+
+def follow_reloads(
+    context: ssl.SSLContext, current: Callable[[], ssl.SSLContext | None],
+    handshake_timeout: float,
+) -> ssl.SSLContext:
+    """Prepare ``context`` for a long-lived asyncio/uvloop server (idempotent).
+
+    Each handshake switches to ``current()`` (the server's context after any
+    reload) from the SNI callback, and is logged once when it fails or times
+    out. Returns ``context``.
+    """
+
+    def pick_current(ssl_object: Any, server_name: str | None,
+                     served: ssl.SSLContext) -> None:
+        latest = current()
+        if latest is not None and latest is not served:
+            ssl_object.context = latest
+
+    timeout = handshake_timeout
+
+    class HandshakeLoggedSSLObject(_HandshakeLoggedSSLObject):
+        handshake_timeout = timeout
+
+    context.sni_callback = pick_current
+    context.sslobject_class = HandshakeLoggedSSLObject
     return context

@@ -145,6 +145,7 @@ class HttpProtocol(asyncio.Protocol):
         "_timer",
         "_write_paused",
         "_write_paused_at",
+        "_ws",
         "transport",
     )
 
@@ -168,6 +169,8 @@ class HttpProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._request_started: float | None = None
         self._idle_since = 0.0
+        #: The WebSocket protocol this connection was upgraded to (``_ws_eventloop``).
+        self._ws: Any = None
 
     # ------------------------------------------------------------------ callbacks
 
@@ -234,6 +237,9 @@ class HttpProtocol(asyncio.Protocol):
                     transport = self.transport
                     if transport is None:
                         return
+                    if self._state.backend.server.shutting_down.is_set():
+                        # The signal arrived while the handler ran (inline, on this thread).
+                        engine.close_after_response = True
                     transport.write(engine.serialize(result, request))
                     if engine.must_close:
                         self._close()
@@ -252,7 +258,8 @@ class HttpProtocol(asyncio.Protocol):
             engine.feed(b"")
         if not self._busy:
             self._close()
-        return True
+        # Over TLS, EOF closes the transport whatever we return (asyncio warns on True).
+        return None if self._state.backend.scheme == "https" else True
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -289,7 +296,14 @@ class HttpProtocol(asyncio.Protocol):
                 except Exception:
                     log.exception("application error for %s %s", event.method, event.path)
                     result = _INTERNAL_ERROR
+                if type(result) is Response and result.upgrade is not None:
+                    out.append(engine.serialize(result, event))
+                    transport.write(b"".join(out))
+                    self._upgrade(result)
+                    return
                 if type(result) is Response and result.stream is None:
+                    if state.backend.server.shutting_down.is_set():
+                        engine.close_after_response = True
                     out.append(engine.serialize(result, event))
                 else:
                     # Async handler or streamed body: continue in a task, keep order.
@@ -338,7 +352,12 @@ class HttpProtocol(asyncio.Protocol):
             transport = self.transport
             if transport is None:
                 return
+            if self._state.backend.server.shutting_down.is_set():
+                engine.close_after_response = True  # shutdown began while the handler ran
             transport.write(engine.serialize(result, request))
+            if result.upgrade is not None:
+                self._upgrade(result)
+                return
             if (
                 result.stream is not None
                 and request.method != "HEAD"
@@ -401,6 +420,20 @@ class HttpProtocol(asyncio.Protocol):
             finally:
                 self._drain_waiter = None
         return self.transport is not None
+
+    def _upgrade(self, response: Response) -> None:
+        """Hand the connection to the protocol ``response.upgrade`` names (WebSocket)."""
+        from zzz.backends._ws_eventloop import start_websocket
+
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._busy = True
+        engine = self._engine
+        assert engine is not None and self.transport is not None
+        self._ws = start_websocket(
+            self, self._state, self.transport, response.upgrade, engine.upgrade_data
+        )
 
     # ------------------------------------------------------------------ flow control, timers
 
@@ -478,6 +511,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def begin_shutdown(self) -> None:
         """Close when idle; otherwise the next response says ``Connection: close``."""
+        if self._ws is not None:
+            self._ws.begin_shutdown()
+            return
         engine = self._engine
         if engine is None:
             return
@@ -555,7 +591,7 @@ class EventLoopBackend:
         state.aserver = await loop.create_server(
             lambda: HttpProtocol(state),
             sock=listener,
-            ssl=self.server.ssl_context,
+            ssl=_served_tls_context(self.server, self.read_timeout),
             ssl_handshake_timeout=self.read_timeout if self.server.ssl_context else None,
             backlog=self.config.kernel_backlog,
         )
@@ -588,6 +624,15 @@ class EventLoopBackend:
             await asyncio.sleep(0)
         else:
             log.info("drained: all connections closed")
+
+
+def _served_tls_context(server: Server, handshake_timeout: float) -> Any:
+    """The server's TLS context (or None), made to follow ``reload_tls()``: see zzz.tls."""
+    if server.ssl_context is None:
+        return None
+    from zzz.tls import follow_reloads
+
+    return follow_reloads(server.ssl_context, lambda: server.ssl_context, handshake_timeout)
 
 
 def _call_threadsafe(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> None:

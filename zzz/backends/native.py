@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._thread_timers import ThreadTimerService
+from zzz.backends._ws_native import NativeWebSockets
 from zzz.http.connection import (
     CONTINUE_RESPONSE,
     ExpectContinue,
@@ -47,6 +48,7 @@ from zzz.http.connection import (
 )
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.tls import describe_handshake_error
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -60,8 +62,10 @@ MAX_SWEEP_INTERVAL_S = 0.25
 #: How long a worker waits for the next request on its connection before parking it,
 #: when no other connection is waiting for a worker (saves a park/unpark round trip).
 LINGER_S = 0.0005
-#: Time workers get to exit once the queue is closed.
+#: Time workers get to exit once the queue is closed after a complete drain.
 WORKER_JOIN_S = 2.0
+#: Time workers get after the drain deadline cut connections still in flight.
+CUT_JOIN_S = 0.1
 
 _INTERNAL_ERROR = Response(
     500, [("Content-Type", "text/plain; charset=utf-8")], b"500 Internal Server Error\n"
@@ -128,7 +132,7 @@ class Conn:
     """
 
     __slots__ = ("deadline", "engine", "extensions", "fd", "handshaking", "idle_since", "sock",
-                 "tls")
+                 "tls", "ws")
 
     def __init__(self, sock: socket.socket, engine: HTTPConnection, tls: bool = False) -> None:
         self.sock = sock
@@ -142,6 +146,8 @@ class Conn:
         self.idle_since = time.monotonic()
         #: Per-connection facts copied onto every request (TLS peer certificate).
         self.extensions: dict[str, Any] = {}
+        #: The WebSocket state once the connection was upgraded (``_ws_native.NativeLink``).
+        self.ws: Any = None
 
     def recv(self) -> bytes | None:
         """Whatever has arrived, ``b""`` at EOF, ``None`` when nothing is waiting."""
@@ -296,6 +302,7 @@ class NativeBackend:
         self._sndtimeo = struct.pack("ll", int(self.write_timeout), int(
             (self.write_timeout % 1) * 1_000_000))
         self.scheme = "https" if server.ssl_context is not None else "http"
+        self.websockets = NativeWebSockets(self)
 
     # ------------------------------------------------------------------ acceptor
 
@@ -311,18 +318,23 @@ class NativeBackend:
             self.workers.append(thread)
         server.on_shutdown(self.parker.wake)
         server.ready.set()
+        drained = False
         try:
             self._accept_loop()
-            self._drain()
+            drained = self._drain()
         finally:
             timers.stop()
             self.queue.close()
-            for thread in self.workers:
-                thread.join(WORKER_JOIN_S)
             with self._open_lock:
                 leftover = list(self.open_conns)
-            for conn in leftover:
+            for conn in leftover:  # cut what the drain deadline left in flight
                 conn.close()
+            # Workers still inside a handler cannot be interrupted; they are daemon
+            # threads, so after the drain deadline they only get a moment to notice.
+            join_until = time.monotonic() + (WORKER_JOIN_S if drained else CUT_JOIN_S)
+            for thread in self.workers:
+                thread.join(max(0.0, join_until - time.monotonic()))
+            self.websockets.stop()
             self.parker.close()
             with contextlib.suppress(OSError):
                 self.listener.close()
@@ -385,11 +397,13 @@ class NativeBackend:
     def _sweep(self, now: float) -> None:
         """Close parked connections whose deadline passed (408 for a partial request)."""
         for conn in list(self.parker.parked.values()):
+            if conn.ws is not None:  # WebSocket deadlines are the zzz-ws thread's
+                continue
             if conn.deadline is not None:
                 if now >= conn.deadline:
                     self.parker.forget(conn)
                     if conn.handshaking:
-                        log.info("TLS handshake with %s timed out", conn.engine)
+                        log.info("TLS handshake with %s timed out", _peer(conn))
                     else:
                         self._send_quietly(conn, conn.engine.error_response(
                             ProtocolError(408, "request not received in time")))
@@ -400,29 +414,30 @@ class NativeBackend:
 
     # ------------------------------------------------------------------ shutdown
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
         """Stop accepting, close idle connections, wait for in-flight work."""
         self.parker.stop_listening()
         with contextlib.suppress(OSError):
             self.listener.close()
+        self.websockets.begin_shutdown()
         deadline = time.monotonic() + self.config.drain_timeout_ms / 1000.0
         log.info("shutting down: no longer accepting; draining in-flight requests")
         while True:
             now = time.monotonic()
             for conn in list(self.parker.parked.values()):
-                if conn.deadline is None:  # idle keep-alive: nothing in flight
+                if conn.deadline is None and conn.ws is None:  # idle keep-alive
                     self.parker.forget(conn)
                     self._close(conn)
             with self._open_lock:
                 remaining = len(self.open_conns)
             if remaining == 0:
                 log.info("drained: all connections closed")
-                return
+                return True
             if now >= deadline:
                 log.warning(
                     "drain deadline passed: cutting %d connection(s) still in flight", remaining
                 )
-                return
+                return False
             _, ready = self.parker.poll(min(0.05, max(0.0, deadline - now)))
             for conn in ready:
                 self.queue.put(conn)
@@ -455,6 +470,9 @@ class NativeBackend:
 
     def _serve(self, conn: Conn) -> None:
         """Serve ``conn`` while it has data; park or close it when it has none."""
+        if conn.ws is not None:
+            self.websockets.serve(conn)
+            return
         engine = conn.engine
         server = self.server
         if conn.handshaking and not self._handshake(conn):
@@ -525,6 +543,10 @@ class NativeBackend:
         except Exception:
             log.exception("application error for %s %s", request.method, request.path)
             result = _INTERNAL_ERROR
+        if self.stop.is_set():  # shutdown began while the handler ran
+            engine.close_after_response = True
+        if result.upgrade is not None:
+            return self.websockets.upgrade(conn, request, result, out)
         out.append(engine.serialize(result, request))
         stream = result.stream
         if stream is None or request.method == "HEAD":
@@ -568,7 +590,8 @@ class NativeBackend:
             self.parker.park(conn)
             return False
         except (ssl.SSLError, OSError) as exc:
-            log.info("TLS handshake with %s failed: %s", conn.engine, _short(exc))
+            log.info("TLS handshake with %s failed: %s", _peer(conn),
+                     describe_handshake_error(exc))
             self._close(conn)
             return False
         conn.handshaking = False
@@ -652,10 +675,13 @@ def _wait_fd(fd: int, events: int, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000.0))
 
 
-def _short(exc: BaseException) -> str:
-    """A one-line description of a TLS/socket error for the log (no traceback)."""
-    reason = getattr(exc, "reason", None)
-    return str(reason) if reason else exc.__class__.__name__ + ": " + str(exc)
+def _peer(conn: Conn) -> str:
+    """The client address for a log line (``?`` once the socket is gone)."""
+    try:
+        host, port = conn.sock.getpeername()[:2]
+    except (OSError, ValueError):
+        return "?"
+    return f"{host}:{port}"
 
 
 async def _as_coroutine(awaitable: Awaitable[Response]) -> Response:

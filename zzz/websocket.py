@@ -1,0 +1,589 @@
+"""WebSocket (RFC 6455) on the ``websockets`` package's sans-I/O ``ServerProtocol``.
+
+Three layers, so that protocol behaviour is written once for both backends:
+
+* **Handshake** (:class:`WebSocketEndpoint`): a route endpoint. Our HTTP engine
+  and router have already parsed the request and run the route's middleware;
+  the endpoint validates the upgrade itself (GET on HTTP/1.1, ``Upgrade:
+  websocket``, ``Connection: upgrade``, a 16-byte base64 key → else 400;
+  ``Sec-WebSocket-Version: 13`` → else 426), negotiates ``permessage-deflate``
+  and answers ``101`` with ``response.upgrade`` set to an :class:`Upgrade` that
+  tells the backend what to switch to.
+* **Session** (:class:`Session`): sans-I/O, not thread-safe. Bytes in →
+  complete messages out (fragments reassembled, text decoded as strict
+  UTF-8, pings answered, the close handshake echoed); sends in → bytes out;
+  a heartbeat driven by the time the backend passes in. Framing, masking,
+  limits (1009), protocol errors (1002) and compression are the library's.
+* **WebSocket** (:class:`WebSocket`): what callbacks get. Sends go through a
+  backend *driver* that makes them safe from any thread.
+
+Which close code ``on_close(ws, code, reason)`` receives: the code of the
+peer's close frame when one arrived (a completed close handshake, whoever
+started it); otherwise the code the server sent when it failed the connection
+(1002 protocol error, 1007 bad UTF-8, 1009 too big, 1011 heartbeat timeout or
+callback error, 1001 shutdown the peer never answered); otherwise ``1006``
+(RFC 6455 §7.1.5: the TCP connection ended without any close frame — a dropped
+peer, or a peer the server cut off because it stopped reading).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from websockets.exceptions import InvalidHandshake, NegotiationError
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import BINARY, CONT, PONG, TEXT, Frame
+from websockets.headers import build_extension, parse_extension
+from websockets.protocol import CLOSED, OPEN
+from websockets.server import ServerProtocol
+from websockets.utils import accept_key
+
+from zzz.http.headers import Headers
+from zzz.http.response import Response
+
+if TYPE_CHECKING:
+    from zzz.config import Config
+    from zzz.context import Context, Query
+
+log = logging.getLogger("zzz.websocket")
+#: websockets logs every open/close at INFO on its own logger; keep that under ours.
+_FRAME_LOG = logging.getLogger("zzz.websocket.protocol")
+
+#: The only protocol version RFC 6455 defines; anything else gets 426 naming it.
+WS_VERSION = "13"
+#: Decoded length of a valid ``Sec-WebSocket-Key`` (RFC 6455 §4.1).
+WS_KEY_BYTES = 16
+#: How long the server waits for the peer's answer once closing started (our
+#: close frame → its close frame; our TCP FIN → its FIN) before cutting the TCP
+#: connection: a peer that vanished must not hold a socket for ever.
+CLOSE_TIMEOUT_S = 5.0
+#: permessage-deflate window sizes (bits): 4 KiB windows instead of zlib's 32 KiB
+#: keep per-connection memory small at a small cost in compression ratio.
+DEFLATE_WINDOW_BITS = 12
+#: zlib memLevel for outgoing compression (1..9; 8 is zlib's default): less memory.
+DEFLATE_MEM_LEVEL = 5
+#: Payload of heartbeat pings (content is irrelevant: any pong counts).
+HEARTBEAT_PAYLOAD_BYTES = 4
+
+#: Close codes an application may send (RFC 6455 §7.4; 1005/1006/1015 are never sent).
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                             1013, 1014})
+#: Largest close reason: a control frame payload is at most 125 bytes, 2 are the code.
+MAX_CLOSE_REASON_BYTES = 123
+
+OpenCallback = Callable[["WebSocket"], Awaitable[None] | None]
+MessageCallback = Callable[["WebSocket", "str | bytes"], Awaitable[None] | None]
+CloseCallback = Callable[["WebSocket", int, str], Awaitable[None] | None]
+
+_INVALID_DATA = 1007
+_INTERNAL_ERROR = 1011
+_ABNORMAL = 1006
+
+
+def check_close(code: int, reason: str) -> None:
+    """Refuse a close code or reason that cannot be sent (raises ``ValueError``)."""
+    if isinstance(code, bool) or not isinstance(code, int) or not (
+        code in _SENDABLE_CODES or 3000 <= code <= 4999
+    ):
+        raise ValueError(f"close code must be 1000-1003, 1007-1014 or 3000-4999, got {code!r}")
+    if len(reason.encode("utf-8")) > MAX_CLOSE_REASON_BYTES:
+        raise ValueError(f"close reason longer than {MAX_CLOSE_REASON_BYTES} bytes")
+
+
+# ---------------------------------------------------------------------- session
+
+
+class Session:
+    """One WebSocket connection, sans-I/O: bytes in → messages out, sends → bytes out.
+
+    Not thread-safe: backends serialise access (a lock on the native backend,
+    the loop thread on the event loop). After :meth:`receive` and after every
+    send, the backend writes :meth:`data_to_send`; when that reports ``eof``
+    the server has finished its side and the backend half-closes TCP.
+    """
+
+    __slots__ = (
+        "_decoder",
+        "_next_ping",
+        "_parts",
+        "_ping_interval",
+        "_ping_sent",
+        "_ping_timeout",
+        "_text",
+        "protocol",
+        "timed_out",
+    )
+
+    def __init__(
+        self,
+        max_message_size: int,
+        extensions: list[Extension] | None = None,
+        ping_interval: float = 0.0,
+        ping_timeout: float = 0.0,
+        now: float = 0.0,
+    ) -> None:
+        # The handshake was done by our HTTP engine, so the protocol starts OPEN.
+        protocol = ServerProtocol(state=OPEN, max_size=max_message_size, logger=_FRAME_LOG)
+        if extensions:
+            protocol.extensions = list(extensions)
+        self.protocol = protocol
+        self._parts: list[bytes] = []
+        self._text = False
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._ping_sent: float | None = None
+        self._next_ping = now + ping_interval
+        #: True once the heartbeat gave up on the peer.
+        self.timed_out = False
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, data: bytes) -> list[str | bytes]:
+        """Feed bytes from the network; the complete messages they finished, in order."""
+        protocol = self.protocol
+        if protocol.reader.eof:
+            return []
+        protocol.receive_data(data)
+        frames = protocol.events_received()
+        if not frames:
+            return []
+        out: list[str | bytes] = []
+        for frame in frames:
+            if not isinstance(frame, Frame):  # pragma: no cover - only frames once OPEN
+                continue
+            opcode = frame.opcode
+            if opcode is TEXT or opcode is BINARY:
+                if frame.fin:  # the common case: a whole message in one frame
+                    if opcode is TEXT:
+                        try:
+                            out.append(bytes(frame.data).decode("utf-8"))
+                        except UnicodeDecodeError:
+                            self._fail_utf8()
+                            return out
+                    else:
+                        out.append(bytes(frame.data))
+                    continue
+                self._text = opcode is TEXT
+                self._parts = []
+                self._decoder = codecs.getincrementaldecoder("utf-8")() if self._text else None
+                if not self._add_part(frame.data, False):
+                    return out
+            elif opcode is CONT:
+                if not self._add_part(frame.data, frame.fin):
+                    return out
+                if frame.fin:
+                    parts, self._parts = self._parts, []
+                    joined = b"".join(parts)
+                    out.append(joined.decode("utf-8") if self._text else joined)
+            elif opcode is PONG:
+                self._ping_sent = None
+            # PING is answered and CLOSE echoed by the protocol itself.
+        return out
+
+    def _add_part(self, data: Any, fin: bool) -> bool:
+        """Keep one fragment; text is checked as it arrives so bad UTF-8 fails fast."""
+        chunk = bytes(data)
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                decoder.decode(chunk, fin)
+            except UnicodeDecodeError:
+                self._fail_utf8()
+                return False
+        self._parts.append(chunk)
+        return True
+
+    def _fail_utf8(self) -> None:
+        self._parts = []
+        self.protocol.fail(_INVALID_DATA, "invalid UTF-8 in text message")
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the TCP connection."""
+        self.protocol.receive_eof()
+
+    # ------------------------------------------------------------------ sending
+
+    @property
+    def is_open(self) -> bool:
+        return self.protocol.state is OPEN
+
+    def send_text(self, text: str) -> bool:
+        if self.protocol.state is not OPEN:
+            return False
+        self.protocol.send_text(text.encode("utf-8"))
+        return True
+
+    def send_binary(self, data: bytes) -> bool:
+        if self.protocol.state is not OPEN:
+            return False
+        self.protocol.send_binary(data)
+        return True
+
+    def ping(self, payload: bytes = b"") -> bool:
+        if self.protocol.state is not OPEN:
+            return False
+        self.protocol.send_ping(payload)
+        return True
+
+    def close(self, code: int = 1000, reason: str = "") -> bool:
+        """Start the closing handshake (no-op when closing already started)."""
+        if self.protocol.state is not OPEN:
+            return False
+        self.protocol.send_close(code, reason)
+        return True
+
+    def fail(self, code: int, reason: str = "") -> bool:
+        """Close at once: a close frame (when still open), then our end of TCP."""
+        protocol = self.protocol
+        if protocol.state is CLOSED or protocol.eof_sent:
+            return False
+        protocol.fail(code, reason)
+        return True
+
+    def data_to_send(self) -> tuple[bytes, bool]:
+        """Bytes to write, and whether the server's side is finished (half-close TCP)."""
+        writes = self.protocol.data_to_send()
+        if not writes:
+            return b"", False
+        eof = writes[-1] == b""
+        data = writes[0] if len(writes) == 1 else b"".join(writes)
+        return data, eof
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def closing(self) -> bool:
+        """A close frame was sent or received, or the connection failed."""
+        return self.protocol.state is not OPEN
+
+    @property
+    def finished(self) -> bool:
+        """The WebSocket is over for the application (``on_close`` is due)."""
+        protocol = self.protocol
+        return protocol.eof_sent or protocol.state is CLOSED
+
+    def close_info(self) -> tuple[int, str]:
+        """``(code, reason)`` for ``on_close`` (see the module docstring)."""
+        protocol = self.protocol
+        if protocol.close_rcvd is not None:
+            return int(protocol.close_rcvd.code), protocol.close_rcvd.reason
+        if protocol.close_sent is not None:
+            return int(protocol.close_sent.code), protocol.close_sent.reason
+        return _ABNORMAL, ""
+
+    # ------------------------------------------------------------------ heartbeat
+
+    def heartbeat(self, now: float) -> float | None:
+        """Advance the heartbeat to ``now``; when to call again (``None``: stopped).
+
+        Pings every ``ping_interval``; a ping whose pong has not arrived
+        ``ping_timeout`` later fails the connection with 1011 (as websockets'
+        own keepalive does) and sets :attr:`timed_out`.
+        """
+        if self._ping_interval <= 0 or self.protocol.state is not OPEN:
+            return None
+        sent = self._ping_sent
+        if sent is not None:
+            if now >= sent + self._ping_timeout:
+                self.timed_out = True
+                self.fail(_INTERNAL_ERROR, "keepalive ping timeout")
+                return None
+            return min(sent + self._ping_timeout, self._next_ping)
+        if now >= self._next_ping:
+            self.protocol.send_ping(os.urandom(HEARTBEAT_PAYLOAD_BYTES))
+            self._ping_sent = now
+            self._next_ping = now + self._ping_interval
+            return now + min(self._ping_timeout, self._ping_interval)
+        return self._next_ping
+
+
+# ---------------------------------------------------------------------- WebSocket
+
+
+class Driver(Protocol):
+    """How a :class:`WebSocket` reaches its connection; each backend provides one."""
+
+    def perform(self, action: Callable[..., bool], *args: Any) -> bool:
+        """Run ``action(session, *args)`` safely and write what it produced.
+
+        True when the action was applied (or, from another thread, queued) on
+        an open connection; False when the connection is closing or closed.
+        """
+        ...
+
+    def is_open(self) -> bool: ...
+
+
+class WebSocket:
+    """One open WebSocket, as the callbacks see it. Sends are safe from any thread.
+
+    ``send``/``send_binary``/``ping``/``close`` never block on the network and
+    return False once the connection is closing or closed (so a broadcast loop
+    need not catch anything). ``assigns`` is a copy of the HTTP request's
+    assigns after the route's middleware ran.
+    """
+
+    __slots__ = ("_driver", "assigns", "client", "headers", "params", "path", "query",
+                 "query_string")
+
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        path: str,
+        query_string: str,
+        query: Query,
+        headers: Headers,
+        client: tuple[str, int] | None,
+        params: dict[str, str],
+        assigns: dict[str, Any],
+    ) -> None:
+        self._driver = driver
+        self.path = path
+        self.query_string = query_string
+        self.query = query
+        self.headers = headers
+        self.client = client
+        self.params = params
+        self.assigns = assigns
+
+    def send(self, text: str) -> bool:
+        """Send a text message."""
+        if not isinstance(text, str):
+            raise TypeError(f"send() takes str (use send_binary for bytes), got {type(text)}")
+        return self._driver.perform(Session.send_text, text)
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send a binary message."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"send_binary() takes bytes, got {type(data)}")
+        return self._driver.perform(Session.send_binary, bytes(data))
+
+    def ping(self, data: bytes = b"") -> bool:
+        """Send a ping (the peer's pong also counts for the heartbeat)."""
+        if len(data) > 125:
+            raise ValueError("ping payload must be at most 125 bytes")
+        return self._driver.perform(Session.ping, bytes(data))
+
+    def close(self, code: int = 1000, reason: str = "") -> bool:
+        """Start the closing handshake; ``on_close`` runs when it completes."""
+        check_close(code, reason)
+        return self._driver.perform(Session.close, code, reason)
+
+    @property
+    def is_open(self) -> bool:
+        """False once closing started (either side) or the connection is gone."""
+        return self._driver.is_open()
+
+    def path_param(self, name: str) -> str:
+        """The value of path parameter ``name`` of the route that accepted the socket."""
+        try:
+            return self.params[name]
+        except KeyError:
+            raise KeyError(f"WebSocket route has no path parameter {name!r}") from None
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.path} {self.client}>"
+
+
+# ---------------------------------------------------------------------- endpoint
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or (
+        callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+    )
+
+
+def _callback(handler: object, explicit: Any, name: str) -> Any:
+    fn = explicit if explicit is not None else getattr(handler, name, None)
+    if fn is not None and not callable(fn):
+        raise TypeError(f"WebSocket {name} must be callable, got {fn!r}")
+    return fn
+
+
+class _BadUpgrade(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _tokens(values: list[str]) -> list[str]:
+    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
+
+
+def check_upgrade(request_method: str, http_version: str, headers: Headers) -> str:
+    """Validate an opening handshake; the ``Sec-WebSocket-Key``, or raise ``_BadUpgrade``."""
+    if request_method != "GET":
+        raise _BadUpgrade(400, "WebSocket handshake must use GET")
+    if http_version != "1.1":
+        raise _BadUpgrade(400, "WebSocket handshake needs HTTP/1.1")
+    upgrade = [t.split("/", 1)[0] for t in _tokens(headers.get_all("upgrade"))]
+    if "websocket" not in upgrade:
+        raise _BadUpgrade(400, "missing 'Upgrade: websocket'")
+    if "upgrade" not in _tokens(headers.get_all("connection")):
+        raise _BadUpgrade(400, "missing 'Connection: upgrade'")
+    versions = headers.get_all("sec-websocket-version")
+    if len(versions) != 1 or versions[0].strip() != WS_VERSION:
+        raise _BadUpgrade(426, f"unsupported WebSocket version (only {WS_VERSION})")
+    keys = headers.get_all("sec-websocket-key")
+    if len(keys) != 1:
+        raise _BadUpgrade(400, "exactly one Sec-WebSocket-Key is required")
+    key = keys[0].strip()
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != WS_KEY_BYTES:
+        raise _BadUpgrade(400, "invalid Sec-WebSocket-Key")
+    return key
+
+
+_DEFLATE = ServerPerMessageDeflateFactory(
+    server_max_window_bits=DEFLATE_WINDOW_BITS,
+    client_max_window_bits=DEFLATE_WINDOW_BITS,
+    compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
+)
+
+
+def negotiate_extensions(offers: list[str]) -> tuple[str | None, list[Extension]]:
+    """Accept ``permessage-deflate`` when offered (the first acceptable variant)."""
+    accepted: list[Extension] = []
+    answer = []
+    try:
+        items = [item for value in offers for item in parse_extension(value)]
+    except InvalidHandshake as exc:
+        raise _BadUpgrade(400, f"invalid Sec-WebSocket-Extensions: {exc}") from None
+    for name, params in items:
+        if name != _DEFLATE.name:
+            continue
+        try:
+            response_params, extension = _DEFLATE.process_request_params(params, accepted)
+        except NegotiationError:
+            continue
+        accepted.append(extension)
+        answer.append((name, response_params))
+    return (build_extension(answer) if answer else None), accepted
+
+
+class Upgrade:
+    """``Response.upgrade`` of an accepted handshake: what the backend switches to."""
+
+    __slots__ = (
+        "assigns",
+        "endpoint",
+        "extensions",
+        "params",
+        "query",
+        "request_client",
+        "request_headers",
+        "request_path",
+        "request_query",
+    )
+
+    def __init__(self, endpoint: WebSocketEndpoint, ctx: Context,
+                 extensions: list[Extension]) -> None:
+        self.endpoint = endpoint
+        self.extensions = extensions
+        request = ctx.request
+        self.request_path = request.path
+        self.request_query = request.query_string
+        self.request_headers = request.headers
+        self.request_client = request.client
+        self.params = dict(ctx.params)
+        self.query = ctx.query
+        self.assigns = dict(ctx.assigns)
+
+    def session(self, config: Config, now: float) -> Session:
+        """The protocol state for the new connection (limits and heartbeat from config)."""
+        return Session(
+            config.ws_max_message_size,
+            self.extensions,
+            ping_interval=config.ws_ping_interval_ms / 1000.0,
+            ping_timeout=config.ws_ping_timeout_ms / 1000.0,
+            now=now,
+        )
+
+    def websocket(self, driver: Driver) -> WebSocket:
+        return WebSocket(
+            driver,
+            path=self.request_path,
+            query_string=self.request_query,
+            query=self.query,
+            headers=self.request_headers,
+            client=self.request_client,
+            params=self.params,
+            assigns=self.assigns,
+        )
+
+
+class WebSocketEndpoint:
+    """A WebSocket route's endpoint: validates the upgrade and holds the callbacks.
+
+    Callbacks come from the keyword arguments or, for the class form, from
+    ``handler``'s ``on_open`` / ``on_message`` / ``on_close`` attributes (a
+    class is instantiated with no arguments). Each may be plain or ``async def``.
+    """
+
+    __slots__ = ("compression", "on_close", "on_message", "on_open")
+
+    def __init__(
+        self,
+        handler: object = None,
+        *,
+        on_open: OpenCallback | None = None,
+        on_message: MessageCallback | None = None,
+        on_close: CloseCallback | None = None,
+        compression: bool = True,
+    ) -> None:
+        if isinstance(handler, type):
+            handler = handler()
+        self.on_open: OpenCallback | None = _callback(handler, on_open, "on_open")
+        self.on_message: MessageCallback | None = _callback(handler, on_message, "on_message")
+        self.on_close: CloseCallback | None = _callback(handler, on_close, "on_close")
+        if self.on_open is None and self.on_message is None and self.on_close is None:
+            raise TypeError("a WebSocket route needs on_open, on_message or on_close")
+        self.compression = compression
+
+    def __call__(self, ctx: Context) -> None:
+        request = ctx.request
+        try:
+            key = check_upgrade(request.method, request.http_version, request.headers)
+            ext_header, extensions = (
+                negotiate_extensions(request.headers.get_all("sec-websocket-extensions"))
+                if self.compression
+                else (None, [])
+            )
+        except _BadUpgrade as exc:
+            if exc.status == 426:
+                ctx.set_header("Sec-WebSocket-Version", WS_VERSION)
+            ctx.text(exc.status, f"{exc.status} {exc.detail}\n")
+            return
+        headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(key)),
+        ]
+        if ext_header is not None:
+            headers.append(("Sec-WebSocket-Extensions", ext_header))
+        response = Response(101, headers)
+        response.upgrade = Upgrade(self, ctx, extensions)
+        ctx.set_response(response)
+
+    def __repr__(self) -> str:
+        return f"<WebSocketEndpoint on_message={self.on_message!r}>"
+
+
+def log_callback_error(name: str, ws: WebSocket) -> None:
+    """Log a callback's exception with its traceback (the caller closes with 1011)."""
+    log.exception("WebSocket %s callback failed for %s", name, ws.path)
