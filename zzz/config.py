@@ -174,7 +174,7 @@ class Config:
     )
     ws_ping_interval_ms: int = field(
         default=30_000,
-        metadata=_help("WebSocket heartbeat ping interval on the event loop (0 disables)"),
+        metadata=_help("WebSocket heartbeat ping interval, both backends (0 disables)"),
     )
     ws_ping_timeout_ms: int = field(
         default=20_000, metadata=_help("close a WebSocket whose pong is this late")

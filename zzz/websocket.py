@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import inspect
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -54,8 +53,11 @@ if TYPE_CHECKING:
     from zzz.context import Context, Query
 
 log = logging.getLogger("zzz.websocket")
-#: websockets logs every open/close at INFO on its own logger; keep that under ours.
+#: The protocol library logs every connection close at INFO (and frames at DEBUG):
+#: per-connection noise, so its logger starts at WARNING; lower it to see frames.
 _FRAME_LOG = logging.getLogger("zzz.websocket.protocol")
+if _FRAME_LOG.level == logging.NOTSET:
+    _FRAME_LOG.setLevel(logging.WARNING)
 
 #: The only protocol version RFC 6455 defines; anything else gets 426 naming it.
 WS_VERSION = "13"
@@ -396,12 +398,6 @@ class WebSocket:
 
 
 # ---------------------------------------------------------------------- endpoint
-
-
-def _is_async(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or (
-        callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
-    )
 
 
 def _callback(handler: object, explicit: Any, name: str) -> Any:
