@@ -6,10 +6,17 @@ whose module cannot be imported yet is skipped (not xfailed) with the reason.
 
 ``serve(app, **config_overrides)`` starts a real server on 127.0.0.1 with an
 ephemeral port in a thread and shuts it down (and checks it stopped) at teardown.
+
+``transport`` runs the HTTP modules (TLS_TRANSPORT_MODULES) twice: over plain TCP and
+over TLS with a test CA. Over TLS the returned server's ``url`` is ``https://``,
+``client_ssl`` is a client context trusting that CA (None over TCP; ``RawClient(srv)``
+uses it) and ``ca_file`` its PEM (for curl's ``--cacert``); httpx trusts the CA through
+``SSL_CERT_FILE``. TLS's own behaviour (handshakes, mutual TLS, reload) is test_tls.py's.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,11 +34,14 @@ STOP_TIMEOUT_S = 15.0
 #: Drain deadline the fixture uses unless a test overrides it: a test that leaves a
 #: request half-sent must not hold the teardown for the 10 s default.
 TEST_DRAIN_TIMEOUT_MS = 3000
-#: Modules whose tests run twice, over plain TCP and over TLS (``transport``): the ones
-#: that talk through httpx only, which trusts the test CA through ``SSL_CERT_FILE``.
-#: Elsewhere mark an httpx-based test ``@pytest.mark.tls_transport`` to run it twice.
-#: Raw-socket tests stay on TCP (RawClient speaks plain TCP); HTTPS itself: test_tls.py.
-TLS_TRANSPORT_MODULES = frozenset({"test_app"})
+#: Modules whose serve-based tests run twice, over plain TCP and over TLS (``transport``):
+#: the whole HTTP suite (issue 4). Elsewhere mark a test ``@pytest.mark.tls_transport``.
+#: A test that cannot mean the same over TLS skips itself there with the reason
+#: (``pytest.skip`` when ``transport == "tls"``).
+TLS_TRANSPORT_MODULES = frozenset({
+    "test_app", "test_bodies", "test_connections", "test_responses", "test_bad_input",
+    "test_load", "test_runtime",
+})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,6 +70,13 @@ def tls_test_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_tls_files(tmp_path_factory.mktemp("tls"), "suite")
 
 
+@pytest.fixture(scope="session")
+def tls_client_context(tls_test_files: Any) -> ssl.SSLContext:
+    """One client context trusting the suite's CA (loading the CA once, not per client)."""
+    context: ssl.SSLContext = tls_test_files.client_context()
+    return context
+
+
 @pytest.fixture(params=sorted(zzz.backends.BACKENDS))
 def backend(request: pytest.FixtureRequest) -> str:
     """Name of the backend under test; skipped when its module cannot be imported."""
@@ -80,6 +97,12 @@ class RunningServer:
     port: int
     url: str
     errors: list[BaseException] = field(default_factory=list)
+    #: ``tcp`` or ``tls``: the transport the fixture chose.
+    transport: str = "tcp"
+    #: Client context trusting the test CA when the fixture made the server serve TLS.
+    client_ssl: ssl.SSLContext | None = None
+    #: The test CA's PEM file (same condition), for clients such as curl.
+    ca_file: str | None = None
 
 
 @pytest.fixture
@@ -94,10 +117,15 @@ def serve(
 
     def start(app: Any, **overrides: Any) -> RunningServer:
         overrides.setdefault("drain_timeout_ms", TEST_DRAIN_TIMEOUT_MS)
-        if transport == "tls":  # server.url becomes https://; httpx trusts the test CA
+        client_ssl: ssl.SSLContext | None = None
+        ca_file: str | None = None
+        if transport == "tls" and "tls" not in overrides:
+            # server.url becomes https://; httpx trusts the test CA, RawClient(srv) too.
             files = request.getfixturevalue("tls_test_files")
-            overrides.setdefault("tls", TlsConfig(str(files.cert_file), str(files.key_file)))
-            monkeypatch.setenv("SSL_CERT_FILE", str(files.ca_file))
+            overrides["tls"] = TlsConfig(str(files.cert_file), str(files.key_file))
+            ca_file = str(files.ca_file)
+            client_ssl = request.getfixturevalue("tls_client_context")
+            monkeypatch.setenv("SSL_CERT_FILE", ca_file)
         config = Config(host="127.0.0.1", port=0, **overrides)
         server = Server(app, config, backend=backend)
         errors: list[BaseException] = []
@@ -116,7 +144,8 @@ def serve(
             raise AssertionError(f"{backend} server not ready after {READY_TIMEOUT_S}s: {errors}")
         assert server.address is not None
         port = server.address[1]
-        running = RunningServer(server, thread, port, server.url, errors)
+        running = RunningServer(server, thread, port, server.url, errors, transport,
+                                client_ssl, ca_file)
         started.append(running)
         return running
 

@@ -3,14 +3,22 @@
 :class:`RawClient` writes exact bytes and :meth:`RawClient.read_response` parses one
 response at a time off the stream (Content-Length, chunked, or until close), so
 pipelined answers, ``100 Continue`` and framing can be checked byte for byte.
+
+The same bytes go over TLS when the server under test runs it: ``RawClient(srv)`` takes
+the client context from the ``serve`` fixture's ``srv.client_ssl`` (None over plain TCP),
+so one test checks the HTTP layer over both transports. The ways a TLS peer's close
+shows up (clean or ragged EOF, ``SSLEOFError``, a reset) all become "closed" here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
+import ssl
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -22,8 +30,53 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 NO_BODY = frozenset({204, 304})
 
 
+#: How a peer's close surfaces on send or receive, over TCP and over TLS (an SSLSocket
+#: reports a close mid-record or a close_notify racing our write as SSL errors).
+CLOSED_ERRORS: tuple[type[OSError], ...] = (
+    BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 class ConnectionClosed(Exception):
     """The server closed the connection before a complete response arrived."""
+
+
+class ServerAddress(Protocol):
+    """What a client needs of the ``serve`` fixture's RunningServer."""
+
+    port: int
+    client_ssl: ssl.SSLContext | None
+
+
+def connect(target: int | ServerAddress, timeout: float = SOCKET_TIMEOUT_S,
+            ssl_context: ssl.SSLContext | None = None,
+            rcvbuf: int | None = None) -> socket.socket:
+    """A client socket to the server under test: plain TCP, or TLS when ``target`` is a
+    RunningServer serving TLS (or ``ssl_context`` is given).
+
+    The TLS handshake is deferred to the first send or receive (OpenSSL runs it inside
+    SSL_write/SSL_read), so connecting does not wait for the server, just as a TCP
+    connect completes from the kernel's backlog: the back-pressure tests open more
+    connections than the server accepts at once. ``rcvbuf`` sets SO_RCVBUF before the
+    connect (the window scale is fixed by the SYN), for the slow-reader tests.
+    """
+    if isinstance(target, int):
+        port = target
+    else:
+        port = target.port
+        ssl_context = ssl_context or target.client_ssl
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect(("127.0.0.1", port))
+        if ssl_context is None:
+            return sock
+        return ssl_context.wrap_socket(sock, server_hostname="127.0.0.1",
+                                       do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
 
 
 @dataclass
@@ -56,12 +109,17 @@ class RawResponse:
 
 
 class RawClient:
-    """One TCP connection to the server under test."""
+    """One connection to the server under test: ``RawClient(srv)`` (TLS when ``srv``
+    serves TLS) or ``RawClient(port)`` (plain TCP unless ``ssl_context`` is given)."""
 
-    def __init__(self, port: int, timeout: float = SOCKET_TIMEOUT_S) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.settimeout(timeout)
+    def __init__(self, target: int | ServerAddress, timeout: float = SOCKET_TIMEOUT_S,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.sock = connect(target, timeout, ssl_context)
+        self.timeout = timeout
+        self.tls = isinstance(self.sock, ssl.SSLSocket)
         self.buf = b""
+        #: The server's close was already seen (by :meth:`wait_readable`).
+        self.eof = False
 
     def __enter__(self) -> RawClient:
         return self
@@ -77,19 +135,55 @@ class RawClient:
 
     def send_ignoring_reset(self, data: bytes) -> None:
         """Send, tolerating a server that already answered and closed."""
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        with contextlib.suppress(*CLOSED_ERRORS):
             self.sock.sendall(data)
 
-    def _fill(self) -> None:
+    def _recv(self) -> bytes:
+        """Up to 64 KiB of response bytes; b"" once the server closed (however it did)."""
+        if self.eof:
+            return b""
         try:
             data = self.sock.recv(65536)
-        except ConnectionResetError:
+        except CLOSED_ERRORS:
             data = b""
+        if not data:
+            self.eof = True
+        return data
+
+    def _fill(self) -> None:
+        data = self._recv()
         if not data:
             raise ConnectionClosed(f"connection closed; {len(self.buf)} bytes pending")
         self.buf += data
         if len(self.buf) > MAX_RESPONSE_BYTES:
             raise AssertionError("response too large")
+
+    def wait_readable(self, timeout: float) -> bool:
+        """True once response bytes or the server's close arrived within ``timeout``.
+
+        A bare ``select()`` is not enough over TLS: after the handshake a TLS 1.3 server
+        sends session tickets, which make the socket readable without any HTTP bytes.
+        So over TLS a readable socket is read (non-blocking) and only application data
+        or EOF count; what was read stays buffered for :meth:`read_response`.
+        """
+        deadline = time.monotonic() + timeout
+        while not (self.buf or self.eof):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            decrypted = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+            if not decrypted and not select.select([self.sock], [], [], remaining)[0]:
+                return False
+            if not self.tls:
+                return True
+            self.sock.settimeout(0)
+            try:
+                self.buf += self._recv()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass  # a TLS record without application data (a session ticket)
+            finally:
+                self.sock.settimeout(self.timeout)
+        return True
 
     def _read_line(self) -> bytes:
         while b"\r\n" not in self.buf:
@@ -157,10 +251,7 @@ class RawClient:
 
     def assert_closed(self) -> None:
         """The server closed the connection: EOF (or reset) with no further bytes."""
-        try:
-            data = self.sock.recv(65536)
-        except ConnectionResetError:
-            data = b""
+        data = self._recv()
         assert self.buf == b"" and data == b"", f"expected close, got {self.buf + data!r}"
 
     def request(self, method: str, target: str, headers: dict[str, str] | None = None,
@@ -182,9 +273,15 @@ def build(method: str, target: str, headers: dict[str, str] | None = None,
     return head.encode("latin-1") + body
 
 
+def httpx_client(srv: Any, timeout: float = SOCKET_TIMEOUT_S) -> httpx.Client:
+    """An httpx client for ``srv``, trusting the test CA when it serves TLS."""
+    context = getattr(srv, "client_ssl", None)
+    return httpx.Client(timeout=timeout, verify=context if context is not None else True)
+
+
 def assert_still_serving(srv: Any) -> None:
     """A fresh client still gets a 200 (after a bad-input or stress test)."""
-    with httpx.Client(timeout=SOCKET_TIMEOUT_S) as client:
+    with httpx_client(srv) as client:
         response = client.get(f"{srv.url}/")
     assert response.status_code == 200
     assert response.text == "hello"

@@ -3,14 +3,20 @@ connection, and a fresh client is served afterwards."""
 
 from __future__ import annotations
 
-import select
 import time
 
 import httpx
 import pytest
 
 from .apps import app
-from .rawhttp import SOCKET_TIMEOUT_S, ConnectionClosed, RawClient, assert_still_serving, build
+from .rawhttp import (
+    CLOSED_ERRORS,
+    SOCKET_TIMEOUT_S,
+    ConnectionClosed,
+    RawClient,
+    assert_still_serving,
+    build,
+)
 
 H = b"Host: x\r\n"
 
@@ -67,7 +73,7 @@ SMUGGLING_CASES = [
 )
 def test_malformed_request_is_refused_and_closed(serve, raw, statuses):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send_ignoring_reset(raw)
         response = client.read_response()
         assert response.status in statuses, response
@@ -78,7 +84,7 @@ def test_malformed_request_is_refused_and_closed(serve, raw, statuses):
 
 def test_refused_request_after_a_good_one_on_the_same_connection(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("GET", "/") + b"POST /echo HTTP/1.1\r\n" + H
                     + b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
         assert client.read_response().status == 200
@@ -90,7 +96,7 @@ def test_refused_request_after_a_good_one_on_the_same_connection(serve):
 
 def test_unknown_method_is_501(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(b"FOO / HTTP/1.1\r\n" + H + b"\r\n")
         response = client.read_response()
         assert response.status == 501
@@ -102,7 +108,7 @@ def test_unknown_method_is_501(serve):
 def test_413_from_content_length_without_reading_the_body(serve):
     """The 413 arrives while the body has not been sent: decided from the head alone."""
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("POST", "/echo", {"Content-Length": str(2 * 1024 * 1024)}))
         response = client.read_response()
         assert response.status == 413
@@ -113,7 +119,7 @@ def test_413_from_content_length_without_reading_the_body(serve):
 
 def test_413_from_chunked_body_too_big(serve):
     srv = serve(app, max_body_size=1024)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         piece = b"y" * 800
         client.send(b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n")
         client.send_ignoring_reset(b"%x\r\n%s\r\n" % (len(piece), piece) * 2)
@@ -126,14 +132,14 @@ def test_413_from_chunked_body_too_big(serve):
 
 def test_body_at_the_limit_is_accepted(serve):
     srv = serve(app, max_body_size=1024)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         response = client.request("POST", "/echo", body=b"k" * 1024)
         assert response.status == 200 and len(response.body) == 1024
 
 
 def test_431_header_fields_too_large(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send_ignoring_reset(build("GET", "/", {"X-Big": "v" * (20 * 1024)}))
         response = client.read_response()
         assert response.status == 431
@@ -145,7 +151,7 @@ def test_431_header_fields_too_large(serve):
 def test_431_many_header_fields(serve):
     srv = serve(app)
     headers = {f"X-Field-{i}": "v" * 100 for i in range(200)}
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send_ignoring_reset(build("GET", "/", headers))
         response = client.read_response()
         assert response.status == 431
@@ -155,7 +161,7 @@ def test_431_many_header_fields(serve):
 
 def test_414_request_line_too_long(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send_ignoring_reset(build("GET", "/" + "a" * (20 * 1024)))
         response = client.read_response()
         assert response.status == 414
@@ -166,7 +172,7 @@ def test_414_request_line_too_long(serve):
 
 def test_header_just_under_the_limit_is_accepted(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         response = client.request("GET", "/header?name=X-Big", {"X-Big": "v" * 12_000})
         assert response.status == 200
         assert response.body == b"v" * 12_000
@@ -177,15 +183,14 @@ def test_408_when_a_client_trickles_a_request(serve):
     (600 ms) must answer 408 and close even though bytes keep arriving."""
     srv = serve(app, read_timeout_ms=600)
     trickle = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 1000
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         deadline = time.monotonic() + SOCKET_TIMEOUT_S
         for byte in trickle:
-            readable, _, _ = select.select([client.sock], [], [], 0.1)
-            if readable or time.monotonic() > deadline:
+            if client.wait_readable(0.1) or time.monotonic() > deadline:
                 break
             try:
                 client.send(bytes([byte]))
-            except (BrokenPipeError, ConnectionResetError):
+            except CLOSED_ERRORS:
                 break
         try:
             response = client.read_response()
@@ -199,7 +204,7 @@ def test_408_when_a_client_trickles_a_request(serve):
 
 def test_408_when_a_client_stops_mid_body(serve):
     srv = serve(app, read_timeout_ms=600)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("POST", "/echo", {"Content-Length": "100"}) + b"only part")
         response = client.read_response()
         assert response.status == 408
@@ -237,10 +242,10 @@ def test_handler_exception_is_a_generic_500_and_the_server_goes_on(serve):
 def test_abrupt_disconnects_do_not_hurt(serve):
     srv = serve(app)
     for raw in (b"", b"GET / HT", build("POST", "/echo", {"Content-Length": "50"}) + b"x"):
-        with RawClient(srv.port) as client:
+        with RawClient(srv) as client:
             if raw:
                 client.send(raw)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("GET", "/stream?n=1000"))
         client.sock.recv(10)
     assert_still_serving(srv)

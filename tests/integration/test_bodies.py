@@ -33,7 +33,7 @@ def test_json_body(serve):
 
 def test_chunked_body_with_trailers(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n"
@@ -50,7 +50,7 @@ def test_chunked_body_arriving_in_pieces(serve):
     payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (b"a" * 1000, b"b" * 7, b"c"))
     message = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                + payload + b"0\r\n\r\n")
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         for start in range(0, len(message), 97):
             client.send(message[start:start + 97])
             time.sleep(0.002)
@@ -75,7 +75,7 @@ def test_chunked_body_via_httpx_generator(serve):
 def test_expect_continue_accepted(serve):
     srv = serve(app)
     body = b"z" * 5000
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("POST", "/echo", {"Content-Length": str(len(body)),
                                             "Expect": "100-continue"}, b""))
         interim = client.read_response()
@@ -90,7 +90,7 @@ def test_expect_continue_accepted(serve):
 
 def test_expect_continue_chunked_accepted(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                     b"Expect: 100-continue\r\n\r\n")
         assert client.read_response().status == 100
@@ -103,7 +103,7 @@ def test_expect_continue_rejected_route_is_not_read(serve):
     """404 before the body: no ``100 Continue``, final status, connection closed.
     If the server waited for the body, read_response() would time out."""
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("POST", "/no-such-route",
                           {"Content-Length": "100000", "Expect": "100-continue"}))
         response = client.read_response()
@@ -115,7 +115,7 @@ def test_expect_continue_rejected_route_is_not_read(serve):
 
 def test_expect_continue_wrong_method_is_not_read(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("POST", "/", {"Content-Length": "10", "Expect": "100-continue"}))
         response = client.read_response()
         assert response.status == 405
@@ -127,7 +127,7 @@ def test_expect_continue_wrong_method_is_not_read(serve):
 
 def test_expect_continue_oversize_body_is_not_read(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("POST", "/echo",
                           {"Content-Length": str(2 * 1024 * 1024), "Expect": "100-continue"}))
         response = client.read_response()
@@ -140,7 +140,7 @@ def test_expect_continue_oversize_body_is_not_read(serve):
 def test_expect_continue_with_body_already_sent(serve):
     """A client that does not wait for 100 and sends the body at once is served."""
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("POST", "/echo", {"Expect": "100-continue"}, b"eager"))
         response = client.read_response()
         if response.status == 100:  # allowed: an interim response may still precede

@@ -10,7 +10,7 @@ from .rawhttp import RawClient, assert_still_serving, build
 
 def test_keepalive_is_the_default_on_http11(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         for i in range(5):
             response = client.request("GET", f"/users/{i}")
             assert response.status == 200
@@ -20,7 +20,7 @@ def test_keepalive_is_the_default_on_http11(serve):
 
 def test_http10_closes_by_default(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(b"GET / HTTP/1.0\r\n\r\n")
         response = client.read_response()
         assert response.status == 200
@@ -30,7 +30,7 @@ def test_http10_closes_by_default(serve):
 
 def test_http10_keeps_alive_with_connection_keep_alive(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         for _ in range(3):
             client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             response = client.read_response()
@@ -43,7 +43,7 @@ def test_http10_keep_alive_is_acknowledged(serve):
     """An HTTP/1.0 client only reuses the connection when the response says
     ``Connection: keep-alive`` (RFC 9112 §9.3 / RFC 2068 §19.7.1; ``ab -k`` relies on it)."""
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         response = client.read_response()
         assert response.status == 200
@@ -52,7 +52,7 @@ def test_http10_keep_alive_is_acknowledged(serve):
 
 def test_connection_close_is_honoured(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("GET", "/", {"Connection": "close"}))
         response = client.read_response()
         assert response.status == 200
@@ -62,7 +62,7 @@ def test_connection_close_is_honoured(serve):
 
 def test_pipelined_requests_are_answered_in_order(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(
             build("GET", "/users/1")
             + build("POST", "/echo", body=b"second body")
@@ -78,7 +78,7 @@ def test_pipelined_requests_are_answered_in_order(serve):
 
 def test_pipelined_request_after_connection_close_is_not_answered(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("GET", "/", {"Connection": "close"}) + build("GET", "/users/2"))
         response = client.read_response()
         assert response.status == 200 and response.closes
@@ -87,7 +87,7 @@ def test_pipelined_request_after_connection_close_is_not_answered(serve):
 
 def test_max_requests_per_connection(serve):
     srv = serve(app, max_requests_per_connection=3)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         first = client.request("GET", "/")
         second = client.request("GET", "/")
         third = client.request("GET", "/")
@@ -100,7 +100,7 @@ def test_max_requests_per_connection(serve):
 
 def test_keepalive_timeout_closes_idle_connection_quietly(serve):
     srv = serve(app, keepalive_timeout_ms=300)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         assert client.request("GET", "/").status == 200
         # Quietly: EOF with no bytes (no 408); a server that keeps the connection
         # open makes recv() hit the 5 s socket timeout and the test fail.

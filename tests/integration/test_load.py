@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import socket
 import time
 
 import httpx
 import pytest
 
 from .apps import BIG_PIECE, BIG_PIECES, HELLO, app
-from .rawhttp import SOCKET_TIMEOUT_S, RawClient, assert_still_serving, build
+from .rawhttp import (
+    CLOSED_ERRORS,
+    SOCKET_TIMEOUT_S,
+    RawClient,
+    assert_still_serving,
+    build,
+    connect,
+)
 
 #: Idle keep-alive connections held open while a new client must still be served.
 IDLE_CONNECTIONS = 1000
 #: File descriptors the idle test needs in this process (client and server ends + slack).
 FDS_NEEDED = 2 * IDLE_CONNECTIONS + 200
+#: Receive buffer of the client that stops reading: small, so the server's writes stall.
+STALLED_RCVBUF = 65536
 
 
 @contextlib.contextmanager
@@ -38,7 +46,7 @@ def test_idle_keepalive_connections_do_not_starve_new_clients(serve):
         idle: list[RawClient] = []
         try:
             for _ in range(IDLE_CONNECTIONS):
-                client = RawClient(srv.port)
+                client = RawClient(srv)
                 idle.append(client)
                 response = client.request("GET", "/")
                 assert response.status == 200 and not response.closes
@@ -59,7 +67,7 @@ def test_backpressure_serves_every_connection(serve):
     """One worker and a queue of two: the acceptor blocks, the kernel backlog holds
     the rest, and every connection is eventually answered (nothing dropped)."""
     srv = serve(app, worker_threads=1, max_connections=2)
-    clients = [RawClient(srv.port, timeout=10.0) for _ in range(8)]
+    clients = [RawClient(srv, timeout=10.0) for _ in range(8)]
     try:
         for i, client in enumerate(clients):
             client.send(build("GET", f"/slow?ms=50&i={i}", {"Connection": "close"}))
@@ -76,7 +84,7 @@ def test_backpressure_serves_every_connection(serve):
 
 def test_backpressure_with_keepalive_connections(serve):
     srv = serve(app, worker_threads=1, max_connections=2)
-    clients = [RawClient(srv.port, timeout=10.0) for _ in range(6)]
+    clients = [RawClient(srv, timeout=10.0) for _ in range(6)]
     try:
         for _round in range(2):
             for client in clients:
@@ -93,11 +101,8 @@ def test_write_timeout_drops_a_client_that_stops_reading(serve):
     timeout, and other clients are served meanwhile."""
     srv = serve(app, write_timeout_ms=500)
     total = len(BIG_PIECE) * BIG_PIECES
-    stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    stalled = connect(srv, rcvbuf=STALLED_RCVBUF)
     try:
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        stalled.settimeout(SOCKET_TIMEOUT_S)
-        stalled.connect(("127.0.0.1", srv.port))
         stalled.sendall(build("GET", "/big-stream"))
         assert stalled.recv(64).startswith(b"HTTP/1.1 200")
         # Stop reading. Others are served while the writer is blocked.
@@ -111,7 +116,7 @@ def test_write_timeout_drops_a_client_that_stops_reading(serve):
         while time.monotonic() < deadline:
             try:
                 data = stalled.recv(1 << 20)
-            except ConnectionResetError:
+            except CLOSED_ERRORS:
                 break
             except TimeoutError:
                 pytest.fail(f"stream stalled without a close after {received} bytes")

@@ -6,6 +6,7 @@ import datetime
 import shutil
 import subprocess
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ CURL_TIMEOUT_S = 10
 
 def test_head_has_content_length_and_no_body(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         response = client.request("HEAD", "/")
         assert response.status == 200
         assert response.header("content-length") == str(len(HELLO))
@@ -31,7 +32,7 @@ def test_head_has_content_length_and_no_body(serve):
 @pytest.mark.parametrize("path,status", [("/nocontent", 204), ("/notmodified", 304)])
 def test_no_body_statuses(serve, path, status):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(build("GET", path) + build("GET", "/"))
         response = client.read_response()
         assert response.status == status
@@ -44,7 +45,7 @@ def test_no_body_statuses(serve, path, status):
 
 def test_date_and_server_headers(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         for path in ("/", "/no-such-route"):
             response = client.request("GET", path)
             assert response.header("server") == "zzz"
@@ -58,7 +59,7 @@ def test_date_and_server_headers(serve):
 
 def test_error_responses_carry_date_and_server(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(b"GET / HTTP/1.1\r\n\r\n")  # no Host
         response = client.read_response()
         assert response.status == 400
@@ -68,7 +69,7 @@ def test_error_responses_carry_date_and_server(serve):
 
 def test_streamed_response_is_chunked(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         response = client.request("GET", "/stream?n=4")
         assert response.status == 200
         assert response.chunked
@@ -97,7 +98,7 @@ def test_async_streamed_response(serve):
 
 def test_streamed_response_to_http10_ends_with_close(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         client.send(b"GET /stream?n=3 HTTP/1.0\r\n\r\n")
         response = client.read_response()
         assert response.status == 200
@@ -107,7 +108,7 @@ def test_streamed_response_to_http10_ends_with_close(serve):
 
 def test_head_of_streamed_route(serve):
     srv = serve(app)
-    with RawClient(srv.port) as client:
+    with RawClient(srv) as client:
         response = client.request("HEAD", "/stream?n=3")
         assert response.status == 200
         assert client.request("GET", "/").body == HELLO.encode()
@@ -122,19 +123,27 @@ def test_cookie_and_redirect(serve):
     assert response.headers["set-cookie"].startswith("session=abc")
 
 
-def _curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+def _curl(srv: Any, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """curl against ``srv``, trusting the test CA when it serves TLS (``--next`` resets
+    curl's options, so each transfer gets the options again)."""
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed")
+    common = ["--http1.1", "-sS", "--max-time", str(CURL_TIMEOUT_S)]
+    if srv.ca_file:
+        common += ["--cacert", srv.ca_file]
+    argv = [curl, *common]
+    for arg in args:
+        argv += [arg, *common] if arg == "--next" else [arg]
     return subprocess.run(
-        [curl, "--http1.1", "-sS", "--max-time", str(CURL_TIMEOUT_S), *args],
+        argv,
         capture_output=True, timeout=CURL_TIMEOUT_S + 5, check=False,
     )
 
 
 def test_curl_streamed_response(serve):
     srv = serve(app)
-    done = _curl("-i", f"{srv.url}/stream?n=20")
+    done = _curl(srv, "-i", f"{srv.url}/stream?n=20")
     assert done.returncode == 0, done.stderr
     head, _, body = done.stdout.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
@@ -144,7 +153,7 @@ def test_curl_streamed_response(serve):
 
 def test_curl_post_and_keepalive_reuse(serve):
     srv = serve(app)
-    done = _curl("-v", "--data-binary", "curl body", f"{srv.url}/echo",
+    done = _curl(srv, "-v", "--data-binary", "curl body", f"{srv.url}/echo",
                  "--next", f"{srv.url}/users/7")
     assert done.returncode == 0, done.stderr
     assert done.stdout == b'curl body{"id":"7","q":null}'

@@ -4,7 +4,6 @@ pipelined async handlers, several event loops."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ import pytest
 
 import zzz
 from zzz.config import EventLoopConfig
+
+from .rawhttp import connect
 
 #: Longest a test waits for a timer or a condition.
 WAIT_S = 5.0
@@ -134,7 +135,7 @@ def test_pipelined_async_requests_answered_in_order(serve: Any) -> None:
     payload = b"".join(
         f"GET /n/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(count)
     )
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT_S) as sock:
+    with connect(srv, WAIT_S) as sock:
         sock.sendall(payload)
         data = b""
         deadline = time.monotonic() + WAIT_S * 2
@@ -168,8 +169,7 @@ def test_slow_reader_does_not_make_server_buffer_without_bound(serve: Any) -> No
         ctx.text(200, "hello")
 
     srv = serve(app, write_timeout_ms=2000)
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT_S)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock = connect(srv, WAIT_S, rcvbuf=65536)
     try:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(0.5)  # read nothing
