@@ -119,7 +119,7 @@ class EventLoopConfig:
         metadata=_help("requests queued on one connection before reading from it pauses"),
     )
     write_buffer_high: int = field(
-        default=256 * KIB,
+        default=64 * KIB,
         metadata=_help("transport write buffer size at which writing pauses (flow control)"),
     )
 

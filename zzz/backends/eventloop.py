@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zzz.eventloop")
 
+#: The write-buffer high-water mark uvloop and asyncio transports start with.
+LOOP_DEFAULT_WRITE_BUFFER_HIGH = 64 * 1024
 #: How often the drain loop checks whether every connection has finished.
 DRAIN_POLL_S = 0.02
 #: Time a secondary loop thread gets to finish after its loop stopped.
@@ -182,14 +184,13 @@ class HttpProtocol(asyncio.Protocol):
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self._client = client
         self._engine = HTTPConnection(backend.limits, client, backend.scheme)
-        peercert = transport.get_extra_info("peercert")
-        if peercert:
-            self._extensions["tls_peer_cert"] = peercert
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.transport.set_write_buffer_limits(high=backend.write_buffer_high)
+        if backend.tls:
+            peercert = transport.get_extra_info("peercert")
+            if peercert:
+                self._extensions["tls_peer_cert"] = peercert
+        # TCP_NODELAY: uvloop and asyncio both set it on accepted TCP sockets already.
+        if backend.write_buffer_high != LOOP_DEFAULT_WRITE_BUFFER_HIGH:
+            self.transport.set_write_buffer_limits(high=backend.write_buffer_high)
         self._state.connections.add(self)
         self._idle_since = self._loop.time()
         self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
@@ -538,6 +539,7 @@ class EventLoopBackend:
         self.check_interval = min(self.read_timeout, self.keepalive_timeout, self.write_timeout)
         self.max_pipelined = config.eventloop.max_pipelined
         self.write_buffer_high = config.eventloop.write_buffer_high
+        self.tls = server.ssl_context is not None
         self.scheme = "https" if server.ssl_context is not None else "http"
         self.states: list[LoopState] = []
         self._states_lock = threading.Lock()
