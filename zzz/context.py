@@ -153,13 +153,27 @@ def check_header(name: str, value: str) -> None:
 
 
 def _encode_chunks(chunks: Iterable[bytes | str]) -> Iterator[bytes]:
-    for chunk in chunks:
-        yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+    # When the backend closes this wrapper (client gone, HEAD), close what it
+    # wraps too: a ``for`` loop left early does not, and the handler's generator
+    # must run its ``finally`` now, not when the garbage collector gets to it.
+    try:
+        for chunk in chunks:
+            yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 async def _aencode_chunks(chunks: AsyncIterable[bytes | str]) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+    # As _encode_chunks: an ``async for`` left early does not ``aclose`` its source.
+    try:
+        async for chunk in chunks:
+            yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _file_chunks(path: str) -> Iterator[bytes]:

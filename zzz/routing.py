@@ -25,7 +25,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from zzz.context import TEXT_PLAIN, Context
 from zzz.errors import HTTPError
@@ -105,6 +105,19 @@ class _Node:
         self.routes: dict[str, Route] = {}
         #: Routes whose ``*wildcard`` starts here, by method.
         self.wildcard: dict[str, Route] = {}
+
+
+def _segments(path: str, raw_path: str) -> list[str]:
+    """The path's segments for the trie (``path`` starts with ``/``).
+
+    Split on the decoded path, except that an encoded slash (``%2F``) stays
+    inside its segment (RFC 3986 §2.2: it is data, not a delimiter), so a
+    ``:param`` value with a slash, as :meth:`Router.path_for` writes it, routes
+    back to its route. Checked only off the static fast path.
+    """
+    if "%2" in raw_path and ("%2F" in raw_path or "%2f" in raw_path):
+        return [unquote(segment) for segment in raw_path[1:].split("/")]
+    return path[1:].split("/")
 
 
 def _pick(routes: dict[str, Route], method: str) -> Route | None:
@@ -668,15 +681,17 @@ class Router:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _find(self, method: str, path: str) -> tuple[Route, dict[str, str] | None] | None:
-        """The route for ``method`` and ``path``, with its parameters."""
+    def _find(
+        self, method: str, path: str, raw_path: str
+    ) -> tuple[Route, dict[str, str] | None] | None:
+        """The route for ``method`` and ``path`` (``raw_path`` as sent), with its parameters."""
         route = self._static.get((method, path))
         if route is not None:
             return route, None
-        return self._find_beyond_static(method, path)
+        return self._find_beyond_static(method, path, raw_path)
 
     def _find_beyond_static(
-        self, method: str, path: str
+        self, method: str, path: str, raw_path: str
     ) -> tuple[Route, dict[str, str] | None] | None:
         """Like :meth:`_find` once the exact static lookup has missed."""
         if method == "HEAD":
@@ -686,7 +701,7 @@ class Router:
         if not path.startswith("/"):
             return None
         values: list[str] = []
-        route = _match(self._root, path[1:].split("/"), 0, method, values)
+        route = _match(self._root, _segments(path, raw_path), 0, method, values)
         if route is None:
             return None
         names = route.param_names
@@ -694,11 +709,16 @@ class Router:
             return route, {names[0]: values[0]}
         return route, dict(zip(names, values, strict=True))
 
-    def allowed_methods(self, path: str) -> list[str]:
-        """Methods some route accepts for ``path`` (``HEAD`` implied by ``GET``), sorted."""
+    def allowed_methods(self, path: str, raw_path: str | None = None) -> list[str]:
+        """Methods some route accepts for ``path`` (``HEAD`` implied by ``GET``), sorted.
+
+        ``raw_path`` (the path as sent) keeps an encoded slash inside its segment,
+        as routing does.
+        """
         methods: set[str] = set(self._static_paths.get(path, ()))
         if path.startswith("/"):
-            _methods_matching(self._root, path[1:].split("/"), 0, methods)
+            segments = _segments(path, path if raw_path is None else raw_path)
+            _methods_matching(self._root, segments, 0, methods)
         if "GET" in methods:
             methods.add("HEAD")
         return sorted(methods)
@@ -725,7 +745,7 @@ class Router:
 
     def _handle_slow(self, request: Request, server: Server) -> Response | Awaitable[Response]:
         try:
-            found = self._find_beyond_static(request.method, request.path)
+            found = self._find_beyond_static(request.method, request.path, request.raw_path)
         except Exception as exc:  # pragma: no cover - defensive: routing must never raise
             return self._error(Context(request, server), exc)
         if found is not None:
@@ -736,8 +756,8 @@ class Router:
                 return self._run_async(ctx, first)
         else:
             if not self._middleware:
-                return self._fallback_response(request.path)
-            if self.allowed_methods(request.path):
+                return self._fallback_response(request.path, request.raw_path)
+            if self.allowed_methods(request.path, request.raw_path):
                 chain = self._not_allowed_chain
             else:
                 chain = self._not_found_chain
@@ -783,8 +803,8 @@ class Router:
         )
         return _plain(500, INTERNAL_ERROR_BODY)
 
-    def _fallback_response(self, path: str) -> Response:
-        allowed = self.allowed_methods(path)
+    def _fallback_response(self, path: str, raw_path: str) -> Response:
+        allowed = self.allowed_methods(path, raw_path)
         if allowed:
             return _plain(405, b"405 Method Not Allowed\n", [("Allow", ", ".join(allowed))])
         return _plain(404, b"404 Not Found\n")
@@ -793,7 +813,8 @@ class Router:
         ctx.text(404, "404 Not Found\n")
 
     def _not_allowed(self, ctx: Context) -> None:
-        ctx.set_header("Allow", ", ".join(self.allowed_methods(ctx.path)))
+        request = ctx.request
+        ctx.set_header("Allow", ", ".join(self.allowed_methods(request.path, request.raw_path)))
         ctx.text(405, "405 Method Not Allowed\n")
 
     def check_continue(self, request: Request) -> Response | None:
@@ -803,6 +824,7 @@ class Router:
         for unmatched requests, because middleware may answer any path (CORS
         preflight, health checks) and the answer must not depend on ``Expect``.
         """
-        if self._find(request.method, request.path) is not None or self._middleware:
+        found = self._find(request.method, request.path, request.raw_path)
+        if found is not None or self._middleware:
             return None
-        return self._fallback_response(request.path)
+        return self._fallback_response(request.path, request.raw_path)

@@ -27,6 +27,10 @@ log = logging.getLogger("zzz.server")
 
 #: Exit status when a second signal forces exit during a graceful shutdown.
 FORCED_EXIT_STATUS = 1
+#: Shortest interval of a repeating timer: one of 0 ms would run its callback back
+#: to back forever (a busy loop on the timer thread, a starved event loop), so it
+#: is refused rather than silently stretched. One-shot timers may use 0.
+MIN_REPEAT_INTERVAL_MS = 1
 
 
 class Application(Protocol):
@@ -67,6 +71,9 @@ class Server:
         self._hooks_lock = threading.Lock()
         self._timers: TimerService | None = None
         self._early_timers: list[Timer] = []
+        #: Guards the hand-over of early timers to the backend's service (another
+        #: thread may add a timer while ``listen()`` attaches the service).
+        self._timers_lock = threading.Lock()
         self._signals = 0
         self.ssl_context: Any = None
         #: Where ``ctx.run_blocking`` sends work; set by backends that need one.
@@ -159,45 +166,51 @@ class Server:
 
     def attach_timers(self, service: TimerService) -> None:
         """Called by the backend when it starts: timers added earlier begin now."""
-        self._timers = service
-        early, self._early_timers = self._early_timers, []
+        with self._timers_lock:
+            self._timers = service
+            early, self._early_timers = self._early_timers, []
         for timer in early:
             service.start(timer)
 
     def add_timer(
         self, interval_ms: int, callback: Callable[[], Any], repeat: bool = False
     ) -> Timer:
-        """Call ``callback`` after ``interval_ms`` (every ``interval_ms`` with ``repeat``)."""
-        if interval_ms < 0:
-            raise ValueError("interval_ms must be >= 0")
+        """Call ``callback`` after ``interval_ms`` (every ``interval_ms`` with ``repeat``).
+
+        A repeating timer needs ``interval_ms >= MIN_REPEAT_INTERVAL_MS``.
+        """
+        _check_interval(interval_ms, repeat)
         timer = Timer(interval_ms, callback, repeat)
-        if self._timers is None:
-            self._early_timers.append(timer)
-        else:
-            self._timers.start(timer)
+        with self._timers_lock:
+            service = self._timers
+            if service is None:
+                self._early_timers.append(timer)
+        if service is not None:
+            service.start(timer)
         return timer
 
     def remove_timer(self, timer: Timer) -> None:
         """Cancel ``timer`` (a no-op when it already fired or was removed)."""
         timer.cancelled = True
-        if self._timers is None:
-            if timer in self._early_timers:
+        with self._timers_lock:
+            service = self._timers
+            if service is None and timer in self._early_timers:
                 self._early_timers.remove(timer)
-        else:
-            self._timers.cancel(timer)
+        if service is not None:
+            service.cancel(timer)
 
     def reset_timer(self, timer: Timer, interval_ms: int | None = None) -> None:
         """Restart ``timer`` from now, optionally with a new interval."""
         if interval_ms is not None:
-            if interval_ms < 0:
-                raise ValueError("interval_ms must be >= 0")
+            _check_interval(interval_ms, timer.repeat)
             timer.interval_ms = interval_ms
         timer.cancelled = False
-        if self._timers is None:
-            if timer not in self._early_timers:
+        with self._timers_lock:
+            service = self._timers
+            if service is None and timer not in self._early_timers:
                 self._early_timers.append(timer)
-        else:
-            self._timers.reset(timer)
+        if service is not None:
+            service.reset(timer)
 
     @property
     def url(self) -> str:
@@ -205,3 +218,12 @@ class Server:
         scheme = "https" if self.config.tls is not None else "http"
         shown = f"[{host}]" if ":" in host else host
         return f"{scheme}://{shown}:{port}"
+
+
+def _check_interval(interval_ms: int, repeat: bool) -> None:
+    if interval_ms < 0:
+        raise ValueError("interval_ms must be >= 0")
+    if repeat and interval_ms < MIN_REPEAT_INTERVAL_MS:
+        raise ValueError(
+            f"a repeating timer needs interval_ms >= {MIN_REPEAT_INTERVAL_MS} "
+            "(0 would run its callback back to back forever)")

@@ -53,7 +53,8 @@ log = logging.getLogger("zzz.eventloop")
 LOOP_DEFAULT_WRITE_BUFFER_HIGH = 64 * 1024
 #: How often the drain loop checks whether every connection has finished.
 DRAIN_POLL_S = 0.02
-#: Time a secondary loop thread gets to finish after its loop stopped.
+#: Time a secondary loop thread gets to finish beyond the drain deadline (its
+#: drain runs alongside the main loop's and is bounded by the same deadline).
 LOOP_JOIN_S = 5.0
 
 _INTERNAL_ERROR = Response(
@@ -214,11 +215,17 @@ class HttpProtocol(asyncio.Protocol):
         assert engine is not None
         events = engine.feed(data)
         if engine.in_request:
-            if self._request_started is None:
+            # A request that began in this read after others completed has its own
+            # deadline, not the one of the request before it.
+            if self._request_started is None or events:
                 self._request_started = self._loop.time()
         else:
             self._request_started = None
         if not events:
+            if self._busy and engine.is_dead:
+                # Behind an upgrade or an error nothing more is HTTP: stop reading
+                # until the running response is done (upgrade_data must not grow).
+                self._maybe_pause_reading()
             return
         if self._busy:
             self._pending.extend(events)
@@ -317,7 +324,11 @@ class HttpProtocol(asyncio.Protocol):
                     self._maybe_pause_reading()
                     return
             elif isinstance(event, ExpectContinue):
-                rejection = state.backend.server.check_continue(event.request)
+                try:
+                    rejection = state.backend.server.check_continue(event.request)
+                except Exception:
+                    log.exception("check_continue failed for %s", event.request.path)
+                    rejection = _INTERNAL_ERROR
                 if rejection is None:
                     out.append(CONTINUE_RESPONSE)
                 else:
@@ -352,6 +363,8 @@ class HttpProtocol(asyncio.Protocol):
                     result = _INTERNAL_ERROR
             transport = self.transport
             if transport is None:
+                if result.stream is not None:
+                    await _close_stream(result.stream)
                 return
             if self._state.backend.server.shutting_down.is_set():
                 engine.close_after_response = True  # shutdown began while the handler ran
@@ -359,16 +372,21 @@ class HttpProtocol(asyncio.Protocol):
             if result.upgrade is not None:
                 self._upgrade(result)
                 return
-            if (
-                result.stream is not None
-                and request.method != "HEAD"
-                and not await self._write_stream(result.stream, request)
-            ):
-                return
+            if result.stream is not None:
+                if request.method == "HEAD":
+                    await _close_stream(result.stream)  # never read: release what it holds
+                elif not await self._write_stream(result.stream, request):
+                    return
             if engine.must_close:
                 self._close()
                 return
         except (asyncio.CancelledError, ConnectionError):
+            return
+        except Exception:
+            # A failure past the handler (a protocol upgrade that cannot start, ...)
+            # must not leave the connection busy, and its client waiting, for ever.
+            log.exception("response to %s %s failed; closing", request.method, request.path)
+            self._abort()
             return
         finally:
             self._task = None
@@ -378,7 +396,13 @@ class HttpProtocol(asyncio.Protocol):
         if pending:
             self._pending = collections.deque()
             self._resume_reading()
-            self._run_events(pending)
+            try:
+                self._run_events(pending)
+            except Exception:
+                # In data_received the loop closes the transport on an exception;
+                # here nobody would, and the requests behind would never be answered.
+                log.exception("pipelined requests failed; closing")
+                self._abort()
         else:
             self._resume_reading()
             if engine.is_dead or (self._state.shutting_down and not engine.in_request):
@@ -405,6 +429,11 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("stream of %s %s failed; closing", request.method, request.path)
             self._abort()
             return False
+        finally:
+            # A client that went away (or a cancelled task) leaves the producer
+            # suspended: close it now so its ``finally`` blocks run at once, not
+            # whenever the garbage collector finds it.
+            await _close_stream(stream)
         return await self._write_piece(engine.end())
 
     async def _write_piece(self, data: bytes) -> bool:
@@ -439,10 +468,16 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ flow control, timers
 
     def _maybe_pause_reading(self) -> None:
+        """Pause while busy when enough requests wait, or when the parser has
+        stopped (error, upgrade): anything read then would only pile up."""
+        engine = self._engine
         if (
             not self._reading_paused
-            and len(self._pending) >= self._state.backend.max_pipelined
             and self.transport is not None
+            and (
+                len(self._pending) >= self._state.backend.max_pipelined
+                or (engine is not None and engine.is_dead)
+            )
         ):
             self._reading_paused = True
             self.transport.pause_reading()
@@ -472,12 +507,20 @@ class HttpProtocol(asyncio.Protocol):
         if self._request_started is not None and engine.in_request:
             limit = self._request_started + backend.read_timeout
             if now >= limit:
-                transport.write(
-                    engine.error_response(ProtocolError(408, "request not received in time"))
-                )
-                self._close()
-                return
-            due = min(due, limit)
+                error = ProtocolError(408, "request not received in time")
+                if self._busy:
+                    # An earlier request is still being answered: the 408 goes after
+                    # its response, never in its place. Stop parsing and queue it.
+                    engine.feed(b"")
+                    self._request_started = None
+                    self._pending.append(error)
+                    self._maybe_pause_reading()
+                else:
+                    transport.write(engine.error_response(error))
+                    self._close()
+                    return
+            else:
+                due = min(due, limit)
         elif not self._busy and not engine.in_request:
             limit = self._idle_since + backend.keepalive_timeout
             if now >= limit:
@@ -567,8 +610,10 @@ class EventLoopBackend:
         try:
             self._run_loop(listener, True)
         finally:
+            # The other loops drain in parallel, up to the same drain deadline.
+            deadline = time.monotonic() + self.config.drain_timeout_ms / 1000.0 + LOOP_JOIN_S
             for thread in threads:
-                thread.join(LOOP_JOIN_S)
+                thread.join(max(0.0, deadline - time.monotonic()))
             executor.shutdown(wait=False, cancel_futures=True)
             server.blocking_executor = None
             with contextlib.suppress(OSError):
@@ -635,6 +680,20 @@ def _served_tls_context(server: Server, handshake_timeout: float) -> Any:
     from zzz.tls import follow_reloads
 
     return follow_reloads(server.ssl_context, lambda: server.ssl_context, handshake_timeout)
+
+
+async def _close_stream(stream: Iterable[bytes] | AsyncIterable[bytes]) -> None:
+    """Close a response stream (``aclose`` / ``close`` when it has one); errors are logged."""
+    try:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+            return
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    except Exception:
+        log.exception("closing a response stream failed")
 
 
 def _call_threadsafe(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> None:

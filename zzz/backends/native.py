@@ -66,6 +66,23 @@ LINGER_S = 0.0005
 WORKER_JOIN_S = 2.0
 #: Time workers get after the drain deadline cut connections still in flight.
 CUT_JOIN_S = 0.1
+#: Largest slice handed to one ``SSLSocket.send``: OpenSSL reports a write only once
+#: all of it went out, so slicing makes a slow reader's progress visible to the
+#: write timeout (four TLS records).
+TLS_SEND_SLICE = 4 * 16384
+#: How often a full queue's ``put`` re-checks the shutdown flag while it waits.
+PUT_POLL_S = 0.1
+#: How long the acceptor stops watching the listener after ``accept()`` ran out of
+#: descriptors or memory: the pending connection stays in the kernel backlog (so the
+#: listener stays readable) and retrying at once would spin.
+ACCEPT_BACKOFF_S = 0.1
+#: ``accept()`` errors that mean the process (not one client) is out of a resource.
+_ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: ``accept()`` errors that mean the listening socket itself is unusable. Any other
+#: error concerns the one connection being accepted: Linux reports a new connection's
+#: pending network error (ENETDOWN, EHOSTUNREACH, EPROTO, ...) and a firewall's
+#: refusal (EPERM) from ``accept()`` — the next connection is unaffected.
+_ACCEPT_FATAL_ERRNOS = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK, errno.EFAULT})
 
 _INTERNAL_ERROR = Response(
     500, [("Content-Type", "text/plain; charset=utf-8")], b"500 Internal Server Error\n"
@@ -93,10 +110,14 @@ class BoundedQueue:
         self._closed = False
 
     def put(self, item: Conn, stop: threading.Event | None = None) -> bool:
-        """Add ``item``, waiting while full. False if the queue closed meanwhile."""
+        """Add ``item``, waiting while full. False (``item`` not added) if the queue
+        closed meanwhile, or if ``stop`` is set while the queue is full: a shutting-down
+        acceptor must not stay blocked behind handlers that may outlive the drain."""
         with self._lock:
             while len(self._items) >= self.capacity and not self._closed:
-                self._not_full.wait(0.1)
+                if stop is not None and stop.is_set():
+                    return False
+                self._not_full.wait(PUT_POLL_S)
             if self._closed:
                 return False
             self._items.append(item)
@@ -180,7 +201,11 @@ class Parker:
         self._listener_fd = listener.fileno()
         self._wake_fd = self._wake_r.fileno()
         self._pending: collections.deque[Conn] = collections.deque()
-        self._armed: set[int] = set()
+        #: fd → the connection whose socket is registered with epoll under that fd.
+        self._armed: dict[int, Conn] = {}
+        #: Makes park (record + arm) and forget (drop + disarm) atomic with each other:
+        #: the acceptor's sweep may forget a connection a worker is still parking.
+        self._lock = threading.Lock()
         self._epoll: Any = None
         self._selector: selectors.BaseSelector | None = None
         if hasattr(select, "epoll"):
@@ -194,26 +219,39 @@ class Parker:
 
     def park(self, conn: Conn) -> None:
         conn.idle_since = time.monotonic()
-        self.parked[conn.fd] = conn
-        if self._epoll is not None:
+        fd = conn.fd
+        with self._lock:
+            self.parked[fd] = conn
+            if self._epoll is None:  # pragma: no cover - non-Linux
+                self._pending.append(conn)
+                self.wake()
+                return
             mask = select.EPOLLIN | select.EPOLLONESHOT | select.EPOLLRDHUP
-            if conn.fd in self._armed:
-                self._epoll.modify(conn.fd, mask)
-            else:
-                self._armed.add(conn.fd)
-                self._epoll.register(conn.fd, mask)
-        else:  # pragma: no cover - non-Linux
-            self._pending.append(conn)
-            self.wake()
+            try:
+                if self._armed.get(fd) is conn:
+                    self._epoll.modify(fd, mask)
+                else:
+                    self._epoll.register(fd, mask)
+                    self._armed[fd] = conn
+            except BaseException:
+                self.parked.pop(fd, None)  # the caller closes it
+                raise
 
     def forget(self, conn: Conn) -> None:
-        """Drop a connection that is closing (before its socket is closed)."""
-        self.parked.pop(conn.fd, None)
-        if conn.fd in self._armed:
-            self._armed.discard(conn.fd)
-            if self._epoll is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._epoll.unregister(conn.fd)
+        """Drop a connection that is closing (before its socket is closed).
+
+        Only entries of *this* connection are dropped: called again after its
+        socket was closed, the fd may already belong to a new connection.
+        """
+        fd = conn.fd
+        with self._lock:
+            if self.parked.get(fd) is conn:
+                del self.parked[fd]
+            if self._armed.get(fd) is conn:
+                del self._armed[fd]
+                if self._epoll is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        self._epoll.unregister(fd)
 
     def wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -260,6 +298,15 @@ class Parker:
             while self._wake_r.recv(4096):
                 pass
 
+    def resume_listening(self) -> None:
+        """Watch the listener again (after :meth:`stop_listening` for a back-off)."""
+        if self._epoll is not None:
+            with contextlib.suppress(FileExistsError):
+                self._epoll.register(self._listener_fd, select.EPOLLIN)
+        elif self._selector is not None:  # pragma: no cover - non-Linux
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.register(self._listener_fd, selectors.EVENT_READ)
+
     def stop_listening(self) -> None:
         if self._epoll is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -296,6 +343,14 @@ class NativeBackend:
         self.listener = bind_listener(config)
         self.parker = Parker(self.listener)
         self.open_conns: set[Conn] = set()
+        #: Connections accepted (or woken) that a full queue could not take once the
+        #: shutdown began; the drain queues them as workers free up. Acceptor only.
+        self._overflow: collections.deque[Conn] = collections.deque()
+        #: While ``accept()`` is out of descriptors: when to watch the listener again.
+        self._accept_resume_at: float | None = None
+        #: ``accept()`` failed for lack of a resource and has not succeeded since
+        #: (one log line per episode, not one per retry).
+        self._accept_exhausted = False
         self._open_lock = threading.Lock()
         self._local = threading.local()
         self.workers: list[threading.Thread] = []
@@ -342,15 +397,49 @@ class NativeBackend:
     def _accept_loop(self) -> None:
         next_sweep = time.monotonic() + self.sweep_interval
         while not self.stop.is_set():
-            accept, ready = self.parker.poll(self.sweep_interval)
+            timeout = self.sweep_interval
+            if self._accept_resume_at is not None:
+                timeout = max(0.0, min(timeout, self._accept_resume_at - time.monotonic()))
+            accept, ready = self.parker.poll(timeout)
             for conn in ready:
-                self.queue.put(conn)
-            if accept:
+                self._enqueue(conn)
+            if self._accept_resume_at is not None and time.monotonic() >= self._accept_resume_at:
+                self._accept_resume_at = None
+                self.parker.resume_listening()
+                accept = True
+            if accept and not self.stop.is_set():
                 self._accept_all()
             now = time.monotonic()
             if now >= next_sweep:
                 self._sweep(now)
                 next_sweep = now + self.sweep_interval
+
+    def _enqueue(self, conn: Conn) -> bool:
+        """Queue ``conn`` for a worker (blocking while the queue is full). False when
+        the shutdown began meanwhile: ``conn`` then waits in ``_overflow`` for the drain."""
+        if self.queue.put(conn, self.stop):
+            return True
+        self._overflow.append(conn)
+        return False
+
+    def _accept_failed(self, exc: OSError) -> bool:
+        """Handle an ``accept()`` error. True: try the next connection; False: stop
+        accepting for now. Raises when the listening socket itself is broken."""
+        if exc.errno in _ACCEPT_RESOURCE_ERRNOS:
+            if not self._accept_exhausted:
+                self._accept_exhausted = True
+                log.error("accept failed (%s); retrying every %.0f ms until it succeeds",
+                          exc, ACCEPT_BACKOFF_S * 1000)
+            # Level-triggered readiness would report the listener at once again:
+            # stop watching it for a while instead of sleeping (parked connections
+            # and deadlines must still be served meanwhile).
+            self.parker.stop_listening()
+            self._accept_resume_at = time.monotonic() + ACCEPT_BACKOFF_S
+            return False
+        if exc.errno in _ACCEPT_FATAL_ERRNOS:
+            raise exc
+        log.info("accept failed for one connection: %s", exc)
+        return True
 
     def _accept_all(self) -> None:
         while True:
@@ -359,13 +448,12 @@ class NativeBackend:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept failed (%s); backing off", exc)
-                    time.sleep(0.05)
-                    return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                if self._accept_failed(exc):
                     continue
-                raise
+                return
+            if self._accept_exhausted:
+                self._accept_exhausted = False
+                log.info("accept succeeds again")
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
@@ -390,8 +478,7 @@ class NativeBackend:
                 conn.deadline = time.monotonic() + self.read_timeout
             with self._open_lock:
                 self.open_conns.add(conn)
-            if not self.queue.put(conn):
-                self._close(conn)
+            if not self._enqueue(conn):
                 return
 
     def _sweep(self, now: float) -> None:
@@ -439,8 +526,9 @@ class NativeBackend:
                 )
                 return False
             _, ready = self.parker.poll(min(0.05, max(0.0, deadline - now)))
-            for conn in ready:
-                self.queue.put(conn)
+            self._overflow.extend(ready)
+            while self._overflow and self.queue.put(self._overflow[0], self.stop):
+                self._overflow.popleft()
             self._sweep(now)
 
     # ------------------------------------------------------------------ workers
@@ -453,7 +541,7 @@ class NativeBackend:
                 break
             try:
                 self._serve(conn)
-            except Exception:
+            except BaseException:  # nothing above a worker could handle it
                 log.exception("unexpected error serving %s", conn.engine)
                 self._close(conn)
         loop = getattr(self._local, "loop", None)
@@ -515,7 +603,11 @@ class NativeBackend:
                     if not self._respond(conn, event, out):
                         return
                 elif isinstance(event, ExpectContinue):
-                    rejection = server.check_continue(event.request)
+                    try:
+                        rejection = server.check_continue(event.request)
+                    except Exception:
+                        log.exception("check_continue failed for %s", event.request.path)
+                        rejection = _INTERNAL_ERROR
                     if rejection is None:
                         out.append(CONTINUE_RESPONSE)
                     else:
@@ -540,7 +632,7 @@ class NativeBackend:
             result = self.server.handle(request)
             if not isinstance(result, Response):
                 result = self._loop().run_until_complete(_as_coroutine(result))
-        except Exception:
+        except BaseException:  # CancelledError, SystemExit: still the app's
             log.exception("application error for %s %s", request.method, request.path)
             result = _INTERNAL_ERROR
         if self.stop.is_set():  # shutdown began while the handler ran
@@ -549,24 +641,44 @@ class NativeBackend:
             return self.websockets.upgrade(conn, request, result, out)
         out.append(engine.serialize(result, request))
         stream = result.stream
-        if stream is None or request.method == "HEAD":
+        if stream is None:
             return True
-        # Streamed body: flush what is pending, then write chunk by chunk.
-        if not self._send(conn, b"".join(out)):
-            return False
-        out.clear()
         try:
-            pieces = self._aiterate(stream) if isinstance(stream, AsyncIterable) else stream
-            for piece in pieces:
-                framed = engine.chunk(piece)
-                if framed and not self._send(conn, framed):
-                    return False
+            if request.method == "HEAD":
+                return True
+            # Streamed body: flush what is pending, then write chunk by chunk.
+            if not self._send(conn, b"".join(out)):
+                return False
+            out.clear()
+            try:
+                pieces = self._aiterate(stream) if isinstance(stream, AsyncIterable) else stream
+                for piece in pieces:
+                    framed = engine.chunk(piece)
+                    if framed and not self._send(conn, framed):
+                        return False
+            except BaseException:  # as for the handler itself
+                log.exception("stream of %s %s failed; closing", request.method, request.path)
+                self._close(conn)
+                return False
+            out.append(engine.end())
+            return True
+        finally:
+            # Finished, cut short by the client or never read (HEAD): either way the
+            # generator's ``finally`` blocks run now, not whenever the GC gets to it.
+            self._close_stream(stream)
+
+    def _close_stream(self, stream: Iterable[bytes] | AsyncIterable[bytes]) -> None:
+        """``aclose()`` (on this worker's loop) or ``close()`` a response stream."""
+        try:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                self._loop().run_until_complete(aclose())
+                return
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         except Exception:
-            log.exception("stream of %s %s failed; closing", request.method, request.path)
-            self._close(conn)
-            return False
-        out.append(engine.end())
-        return True
+            log.exception("closing a response stream failed")
 
     def _aiterate(self, stream: AsyncIterable[bytes]) -> Iterable[bytes]:
         """Iterate an async body stream from this worker thread on its loop."""
@@ -615,15 +727,20 @@ class NativeBackend:
             return False
 
     def _send_nonblocking(self, conn: Conn, data: bytes) -> bool:
-        """Send on a non-blocking (TLS) socket, waiting for writability up to the timeout."""
+        """Send on a non-blocking (TLS) socket, waiting for writability up to the timeout.
+
+        Like ``SO_SNDTIMEO`` on plain sockets, the timeout runs from the last
+        progress: a client reading slowly but steadily gets the whole response.
+        """
         view = memoryview(data)
         deadline = time.monotonic() + self.write_timeout
         sock = conn.sock
         try:
             while view:
                 try:
-                    sent = sock.send(view)
+                    sent = sock.send(view[:TLS_SEND_SLICE])
                     view = view[sent:]
+                    deadline = time.monotonic() + self.write_timeout
                     continue
                 except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                     pass

@@ -163,10 +163,16 @@ def _classify_method(line: bytes) -> ProtocolError | None:
 
 
 def _classify_version(line: bytes) -> ProtocolError:
-    """llhttp refuses a version at its minor digit, so the last word of the line
-    starts with the whole ``HTTP/x.y``: well-formed but unsupported is 505."""
+    """llhttp refuses a version at its minor digit, so the third word of the line
+    starts with the whole ``HTTP/x.y``: well-formed but unsupported is 505.
+
+    Only the first 8 bytes of that word decide: they are all that is certain to
+    have arrived when llhttp stops, so any split of the input gives the same
+    answer (the *last* word would depend on how much of the line came with it).
+    """
     line = line.split(b"\r", 1)[0].split(b"\n", 1)[0]
-    version = line.rsplit(b" ", 1)[-1][:8]
+    words = [word for word in line.split(b" ") if word]
+    version = words[2][:8] if len(words) > 2 else b""
     if _VERSION.fullmatch(version):
         return ProtocolError(505, "HTTP version not supported")
     return ProtocolError(400, "invalid HTTP version")
@@ -178,6 +184,10 @@ _checked_names: dict[str, str] = {}
 MAX_CHECKED_NAMES = 1024
 _TEXT_PLAIN = b"Content-Type: text/plain; charset=utf-8\r\n"
 _INVALID_HEADER_RESPONSE = Response(500, body=b"500 Internal Server Error: invalid response header\n")
+_INVALID_BODY_RESPONSE = Response(
+    500, [("Content-Type", "text/plain; charset=utf-8")],
+    b"500 Internal Server Error: invalid response body\n",
+)
 
 
 def _check_name(name: str) -> str:
@@ -622,7 +632,8 @@ class HTTPConnection:
 
         A response whose header fields cannot be sent safely (a name that is not
         a token, CR/LF/NUL in a value, a character outside Latin-1) becomes a 500:
-        the handler's bug must not become a response-splitting hole.
+        the handler's bug must not become a response-splitting hole. So does a
+        body that is not bytes: the backend's write path must never raise.
         """
         self._responses += 1
         upgrade = response.upgrade is not None
@@ -685,7 +696,16 @@ class HTTPConnection:
         self.must_close = close
         if body:
             parts.append(body)
-        return b"".join(parts)
+        try:
+            return b"".join(parts)
+        except TypeError:
+            # A body that is not bytes-like (``Response(body="text")`` via
+            # set_response): a 500, like a bad header, rather than an exception
+            # in the backend's write path. Caught here, it costs nothing per request.
+            if response is _INVALID_BODY_RESPONSE:  # pragma: no cover - cannot recurse
+                raise
+            self._responses -= 1
+            return self.serialize(_INVALID_BODY_RESPONSE, request)
 
     def chunk(self, data: bytes) -> bytes:
         """One piece of a streamed body, framed for the wire (empty input → ``b""``;
