@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zzz.eventloop")
 
+#: Lingering close after an error answer: how long, and how many bytes, of the
+#: refused request are read and dropped so that closing does not reset the
+#: connection before the client has read the answer.
+LINGER_CLOSE_S = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
 #: The write-buffer high-water mark uvloop and asyncio transports start with.
 LOOP_DEFAULT_WRITE_BUFFER_HIGH = 64 * 1024
 #: How often the drain loop checks whether every connection has finished.
@@ -291,6 +296,7 @@ class HttpProtocol(asyncio.Protocol):
         queue = iter(events)
         out: list[bytes] = []
         state = self._state
+        refused = False  # answered before the request was read: close lingering
         for event in queue:
             if transport.is_closing():
                 return
@@ -333,13 +339,18 @@ class HttpProtocol(asyncio.Protocol):
                     out.append(CONTINUE_RESPONSE)
                 else:
                     engine.close_after_response = True
+                    refused = True
                     out.append(engine.serialize(rejection, event.request))
             else:
                 assert isinstance(event, ProtocolError)
+                refused = True
                 out.append(engine.error_response(event))
             if engine.must_close:
                 transport.write(b"".join(out))
-                self._close()
+                if refused:
+                    self._linger_close()
+                else:
+                    self._close()
                 return
         if out:
             transport.write(b"".join(out))
@@ -533,6 +544,29 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def _linger_close(self) -> None:
+        """Close after an error answer without resetting the connection.
+
+        Closing with unread input makes the kernel send RST, which can destroy
+        the answer before the client reads it. So our side is shut
+        (``write_eof`` once the answer is out) and a :class:`LingeringClose`
+        takes the transport over to read and drop the rest of the request.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        if self._state.backend.tls or self._state.shutting_down or not transport.can_write_eof():
+            self._close()
+            return
+        self._state.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._resume_reading()
+        transport.write_eof()
+        transport.set_protocol(LingeringClose(transport, self._loop))
+        self.transport = None
+
     def _abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -564,6 +598,30 @@ class HttpProtocol(asyncio.Protocol):
         engine.close_after_response = True
         if not self._busy and not engine.in_request and not self._pending:
             self._close()
+
+
+class LingeringClose(asyncio.Protocol):
+    """Reads and drops what a refused client still sends, then closes.
+
+    Bounded by ``LINGER_CLOSE_S`` and ``LINGER_MAX_BYTES``; EOF from the client
+    ends it at once.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._left = LINGER_MAX_BYTES
+        self._timer = loop.call_later(LINGER_CLOSE_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self._left -= len(data)
+        if self._left <= 0:
+            self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
 
 
 class EventLoopBackend:

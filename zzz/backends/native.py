@@ -62,6 +62,11 @@ MAX_SWEEP_INTERVAL_S = 0.25
 #: How long a worker waits for the next request on its connection before parking it,
 #: when no other connection is waiting for a worker (saves a park/unpark round trip).
 LINGER_S = 0.0005
+#: Lingering close after an error answer: how long, and how many bytes, of the
+#: refused request are read and dropped so that the close does not reset the
+#: connection under the client's feet before it has read the answer.
+LINGER_CLOSE_S = 2.0
+LINGER_MAX_BYTES = 4 * 1024 * 1024
 #: Time workers get to exit once the queue is closed after a complete drain.
 WORKER_JOIN_S = 2.0
 #: Time workers get after the drain deadline cut connections still in flight.
@@ -152,7 +157,8 @@ class Conn:
     handshake, like reads, never holds a worker while the client is silent.
     """
 
-    __slots__ = ("deadline", "engine", "extensions", "fd", "handshaking", "idle_since", "sock",
+    __slots__ = ("deadline", "engine", "extensions", "fd", "handshaking", "idle_since",
+                 "linger_left", "lingering", "sock",
                  "tls", "ws")
 
     def __init__(self, sock: socket.socket, engine: HTTPConnection, tls: bool = False) -> None:
@@ -167,6 +173,10 @@ class Conn:
         self.idle_since = time.monotonic()
         #: Per-connection facts copied onto every request (TLS peer certificate).
         self.extensions: dict[str, Any] = {}
+        #: After an error answer: our side is shut, the rest of the request is read
+        #: and dropped until EOF, ``deadline`` or ``linger_left`` bytes (lingering close).
+        self.lingering = False
+        self.linger_left = 0
         #: The WebSocket state once the connection was upgraded (``_ws_native.NativeLink``).
         self.ws: Any = None
 
@@ -491,7 +501,7 @@ class NativeBackend:
                     self.parker.forget(conn)
                     if conn.handshaking:
                         log.info("TLS handshake with %s timed out", _peer(conn))
-                    else:
+                    elif not conn.lingering:  # a lingering close just ends
                         self._send_quietly(conn, conn.engine.error_response(
                             ProtocolError(408, "request not received in time")))
                     self._close(conn)
@@ -512,7 +522,8 @@ class NativeBackend:
         while True:
             now = time.monotonic()
             for conn in list(self.parker.parked.values()):
-                if conn.deadline is None and conn.ws is None:  # idle keep-alive
+                # Idle keep-alive, or a lingering close (its answer is already sent).
+                if (conn.deadline is None and conn.ws is None) or conn.lingering:
                     self.parker.forget(conn)
                     self._close(conn)
             with self._open_lock:
@@ -565,6 +576,9 @@ class NativeBackend:
         server = self.server
         if conn.handshaking and not self._handshake(conn):
             return
+        if conn.lingering:
+            self._discard(conn)
+            return
         while True:
             try:
                 data = conn.recv()
@@ -594,6 +608,7 @@ class NativeBackend:
                     return
                 continue
             out: list[bytes] = []
+            refused = False  # answered before the request was read: close lingering
             for event in events:
                 if self.stop.is_set():
                     engine.close_after_response = True
@@ -612,11 +627,13 @@ class NativeBackend:
                         out.append(CONTINUE_RESPONSE)
                     else:
                         engine.close_after_response = True
+                        refused = True
                         out.append(engine.serialize(rejection, event.request))
                 else:
+                    refused = True
                     out.append(engine.error_response(event))
                 if engine.must_close:
-                    self._finish(conn, out)
+                    self._finish(conn, out, linger=refused)
                     return
             if out and not self._send(conn, b"".join(out)):
                 return
@@ -765,12 +782,41 @@ class NativeBackend:
             else:
                 conn.sock.send(data, socket.MSG_DONTWAIT)
 
-    def _finish(self, conn: Conn, out: list[bytes]) -> None:
-        """Send the last bytes and close (the response said Connection: close)."""
-        if self._send(conn, b"".join(out)):
-            with contextlib.suppress(OSError):
-                conn.sock.shutdown(socket.SHUT_WR)
+    def _finish(self, conn: Conn, out: list[bytes], linger: bool = False) -> None:
+        """Send the last bytes and close (the response said Connection: close).
+
+        With ``linger`` (the request was refused before its body was read) the
+        close is a lingering one: closing a socket with unread input makes the
+        kernel answer with RST, which can destroy the response before the client
+        reads it. So our side is shut and the rest of the request is read and
+        dropped for up to ``LINGER_CLOSE_S`` / ``LINGER_MAX_BYTES`` first.
+        """
+        if not self._send(conn, b"".join(out)):
+            return
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        if not linger or conn.tls or self.stop.is_set():
             self._close(conn)
+            return
+        conn.lingering = True
+        conn.linger_left = LINGER_MAX_BYTES
+        conn.deadline = time.monotonic() + LINGER_CLOSE_S
+        self._discard(conn)
+
+    def _discard(self, conn: Conn) -> None:
+        """Read and drop what a refused client still sends; close at EOF or a limit."""
+        while True:
+            try:
+                data = conn.recv()
+            except OSError:
+                data = b""
+            if data is None:
+                self.parker.park(conn)
+                return
+            conn.linger_left -= len(data)
+            if not data or conn.linger_left <= 0:
+                self._close(conn)
+                return
 
     def _park_or_close(self, conn: Conn) -> None:
         if self.stop.is_set() and not conn.engine.in_request:
