@@ -89,6 +89,24 @@ def test_bad_request_mid_stream_is_answered_then_drained(serve: Any) -> None:
     assert_still_serving(srv)
 
 
+def test_last_allowed_response_cutting_a_pipelined_request_lingers(serve: Any) -> None:
+    srv = serve(app(), max_requests_per_connection=1)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT_S) as sock:
+        # The next request is already arriving when the last allowed answer goes out.
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % ANNOUNCED
+        )
+        sock.sendall(CHUNK)
+        head = _read_answer(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in head.lower()
+        assert sock.recv(1) == b""
+        for _ in range(AFTER_ANSWER_CHUNKS):
+            sock.sendall(CHUNK)
+    assert_still_serving(srv)
+
+
 def test_lingering_connection_does_not_hold_the_drain(serve: Any) -> None:
     srv = serve(app(), max_body_size=LIMIT, drain_timeout_ms=10_000)
     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT_S)

@@ -13,6 +13,8 @@ from http_feed import TEST_LIMITS, chunkings, error_status, feed_pieces, parse, 
 
 from zzz.http.connection import ExpectContinue, HTTPConnection, Limits, ProtocolError
 from zzz.http.headers import Headers
+from zzz.http.request import Request
+from zzz.http.response import Response
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -739,3 +741,53 @@ def test_body_bytes_before_a_partial_head_do_not_count_as_head() -> None:
     parsed = parse(data, limits)
     assert [r.path for r in parsed.requests] == ["/p"]
     assert parsed.status is None
+
+
+# ---------------------------------------------------------------------- lingering close
+
+
+def test_input_abandoned_after_an_error_answer() -> None:
+    conn = HTTPConnection(Limits(max_body_size=10))
+    (error,) = conn.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99\r\n\r\n")
+    assert isinstance(error, ProtocolError)
+    conn.error_response(error)
+    assert conn.must_close and conn.input_abandoned
+
+
+def test_input_abandoned_after_refusing_a_100_continue_body() -> None:
+    conn = HTTPConnection()
+    (head,) = conn.feed(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert isinstance(head, ExpectContinue)
+    conn.close_after_response = True
+    conn.serialize(Response(404), head.request)
+    assert conn.must_close and conn.input_abandoned
+
+
+def test_input_abandoned_when_the_last_allowed_response_cuts_a_pipelined_request() -> None:
+    conn = HTTPConnection(Limits(max_requests=1))
+    (request,) = conn.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHo")
+    conn.serialize(Response(200), request)
+    assert conn.must_close and conn.input_abandoned
+
+
+def test_input_not_abandoned_by_an_ordinary_close() -> None:
+    conn = HTTPConnection()
+    (request,) = conn.feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    conn.serialize(Response(200), request)
+    assert conn.must_close and not conn.input_abandoned
+    conn = HTTPConnection()
+    (request,) = conn.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.serialize(Response(200), request)
+    assert not conn.must_close and not conn.input_abandoned
+
+
+def test_input_abandoned_when_the_last_allowed_response_precedes_a_refused_request() -> None:
+    conn = HTTPConnection(Limits(max_requests=1, max_body_size=10))
+    request, error = conn.feed(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99\r\n\r\n"
+    )
+    assert isinstance(request, Request) and isinstance(error, ProtocolError)
+    conn.serialize(Response(200), request)
+    assert conn.must_close and conn.input_abandoned

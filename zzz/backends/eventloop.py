@@ -32,9 +32,9 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.http.connection import (
-    CONTINUE_RESPONSE,
     ExpectContinue,
     HTTPConnection,
     Limits,
@@ -49,11 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zzz.eventloop")
 
-#: Lingering close after an error answer: how long, and how many bytes, of the
-#: refused request are read and dropped so that closing does not reset the
-#: connection before the client has read the answer.
-LINGER_CLOSE_S = 2.0
-LINGER_MAX_BYTES = 4 * 1024 * 1024
 #: The write-buffer high-water mark uvloop and asyncio transports start with.
 LOOP_DEFAULT_WRITE_BUFFER_HIGH = 64 * 1024
 #: How often the drain loop checks whether every connection has finished.
@@ -61,10 +56,6 @@ DRAIN_POLL_S = 0.02
 #: Time a secondary loop thread gets to finish beyond the drain deadline (its
 #: drain runs alongside the main loop's and is bounded by the same deadline).
 LOOP_JOIN_S = 5.0
-
-_INTERNAL_ERROR = Response(
-    500, [("Content-Type", "text/plain; charset=utf-8")], b"500 Internal Server Error\n"
-)
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -244,8 +235,7 @@ class HttpProtocol(asyncio.Protocol):
                 try:
                     result = self._state.backend.server.handle(request)
                 except Exception:
-                    log.exception("application error for %s %s", request.method, request.path)
-                    result = _INTERNAL_ERROR
+                    result = app_error(request)
                 if type(result) is Response and result.stream is None:
                     transport = self.transport
                     if transport is None:
@@ -255,7 +245,7 @@ class HttpProtocol(asyncio.Protocol):
                         engine.close_after_response = True
                     transport.write(engine.serialize(result, request))
                     if engine.must_close:
-                        self._close()
+                        self._close_after_answer()
                     else:
                         self._idle_since = self._loop.time()
                     return
@@ -296,7 +286,6 @@ class HttpProtocol(asyncio.Protocol):
         queue = iter(events)
         out: list[bytes] = []
         state = self._state
-        refused = False  # answered before the request was read: close lingering
         for event in queue:
             if transport.is_closing():
                 return
@@ -308,8 +297,7 @@ class HttpProtocol(asyncio.Protocol):
                 try:
                     result = state.backend.server.handle(event)
                 except Exception:
-                    log.exception("application error for %s %s", event.method, event.path)
-                    result = _INTERNAL_ERROR
+                    result = app_error(event)
                 if type(result) is Response and result.upgrade is not None:
                     out.append(engine.serialize(result, event))
                     transport.write(b"".join(out))
@@ -330,27 +318,13 @@ class HttpProtocol(asyncio.Protocol):
                     self._maybe_pause_reading()
                     return
             elif isinstance(event, ExpectContinue):
-                try:
-                    rejection = state.backend.server.check_continue(event.request)
-                except Exception:
-                    log.exception("check_continue failed for %s", event.request.path)
-                    rejection = _INTERNAL_ERROR
-                if rejection is None:
-                    out.append(CONTINUE_RESPONSE)
-                else:
-                    engine.close_after_response = True
-                    refused = True
-                    out.append(engine.serialize(rejection, event.request))
+                out.append(answer_expect(state.backend.server, engine, event))
             else:
                 assert isinstance(event, ProtocolError)
-                refused = True
                 out.append(engine.error_response(event))
             if engine.must_close:
                 transport.write(b"".join(out))
-                if refused:
-                    self._linger_close()
-                else:
-                    self._close()
+                self._close_after_answer()
                 return
         if out:
             transport.write(b"".join(out))
@@ -370,8 +344,7 @@ class HttpProtocol(asyncio.Protocol):
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("application error for %s %s", request.method, request.path)
-                    result = _INTERNAL_ERROR
+                    result = app_error(request)
             transport = self.transport
             if transport is None:
                 if result.stream is not None:
@@ -389,7 +362,7 @@ class HttpProtocol(asyncio.Protocol):
                 elif not await self._write_stream(result.stream, request):
                     return
             if engine.must_close:
-                self._close()
+                self._close_after_answer()
                 return
         except (asyncio.CancelledError, ConnectionError):
             return
@@ -544,18 +517,26 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    def _linger_close(self) -> None:
-        """Close after an error answer without resetting the connection.
+    def _close_after_answer(self) -> None:
+        """Close once the last answer is written, lingering when input was left unread.
 
         Closing with unread input makes the kernel send RST, which can destroy
-        the answer before the client reads it. So our side is shut
+        the answer before the client reads it. So when the engine says the
+        client may still be sending (``input_abandoned``), our side is shut
         (``write_eof`` once the answer is out) and a :class:`LingeringClose`
-        takes the transport over to read and drop the rest of the request.
+        takes the transport over to read and drop the rest.
         """
         transport = self.transport
+        engine = self._engine
         if transport is None:
             return
-        if self._state.backend.tls or self._state.shutting_down or not transport.can_write_eof():
+        if (
+            engine is None
+            or not engine.input_abandoned
+            or self._state.backend.tls
+            or self._state.shutting_down
+            or not transport.can_write_eof()
+        ):
             self._close()
             return
         self._state.connections.discard(self)

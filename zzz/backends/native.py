@@ -36,11 +36,11 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._thread_timers import ThreadTimerService
 from zzz.backends._ws_native import NativeWebSockets
 from zzz.http.connection import (
-    CONTINUE_RESPONSE,
     ExpectContinue,
     HTTPConnection,
     Limits,
@@ -61,12 +61,7 @@ RECV_SIZE = 65536
 MAX_SWEEP_INTERVAL_S = 0.25
 #: How long a worker waits for the next request on its connection before parking it,
 #: when no other connection is waiting for a worker (saves a park/unpark round trip).
-LINGER_S = 0.0005
-#: Lingering close after an error answer: how long, and how many bytes, of the
-#: refused request are read and dropped so that the close does not reset the
-#: connection under the client's feet before it has read the answer.
-LINGER_CLOSE_S = 2.0
-LINGER_MAX_BYTES = 4 * 1024 * 1024
+WAIT_BEFORE_PARK_S = 0.0005
 #: Time workers get to exit once the queue is closed after a complete drain.
 WORKER_JOIN_S = 2.0
 #: Time workers get after the drain deadline cut connections still in flight.
@@ -89,9 +84,6 @@ _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 #: refusal (EPERM) from ``accept()`` — the next connection is unaffected.
 _ACCEPT_FATAL_ERRNOS = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK, errno.EFAULT})
 
-_INTERNAL_ERROR = Response(
-    500, [("Content-Type", "text/plain; charset=utf-8")], b"500 Internal Server Error\n"
-)
 
 
 class QueueClosed(Exception):
@@ -587,9 +579,9 @@ class NativeBackend:
                 return
             if data is None:
                 if (
-                    LINGER_S > 0
+                    WAIT_BEFORE_PARK_S > 0
                     and len(self.queue) == 0
-                    and _wait_fd(conn.fd, select.POLLIN, LINGER_S)
+                    and _wait_fd(conn.fd, select.POLLIN, WAIT_BEFORE_PARK_S)
                 ):
                     continue
                 self._park_or_close(conn)
@@ -608,7 +600,6 @@ class NativeBackend:
                     return
                 continue
             out: list[bytes] = []
-            refused = False  # answered before the request was read: close lingering
             for event in events:
                 if self.stop.is_set():
                     engine.close_after_response = True
@@ -618,22 +609,11 @@ class NativeBackend:
                     if not self._respond(conn, event, out):
                         return
                 elif isinstance(event, ExpectContinue):
-                    try:
-                        rejection = server.check_continue(event.request)
-                    except Exception:
-                        log.exception("check_continue failed for %s", event.request.path)
-                        rejection = _INTERNAL_ERROR
-                    if rejection is None:
-                        out.append(CONTINUE_RESPONSE)
-                    else:
-                        engine.close_after_response = True
-                        refused = True
-                        out.append(engine.serialize(rejection, event.request))
+                    out.append(answer_expect(server, engine, event))
                 else:
-                    refused = True
                     out.append(engine.error_response(event))
                 if engine.must_close:
-                    self._finish(conn, out, linger=refused)
+                    self._finish(conn, out)
                     return
             if out and not self._send(conn, b"".join(out)):
                 return
@@ -650,8 +630,7 @@ class NativeBackend:
             if not isinstance(result, Response):
                 result = self._loop().run_until_complete(_as_coroutine(result))
         except BaseException:  # CancelledError, SystemExit: still the app's
-            log.exception("application error for %s %s", request.method, request.path)
-            result = _INTERNAL_ERROR
+            result = app_error(request)
         if self.stop.is_set():  # shutdown began while the handler ran
             engine.close_after_response = True
         if result.upgrade is not None:
@@ -782,20 +761,21 @@ class NativeBackend:
             else:
                 conn.sock.send(data, socket.MSG_DONTWAIT)
 
-    def _finish(self, conn: Conn, out: list[bytes], linger: bool = False) -> None:
+    def _finish(self, conn: Conn, out: list[bytes]) -> None:
         """Send the last bytes and close (the response said Connection: close).
 
-        With ``linger`` (the request was refused before its body was read) the
-        close is a lingering one: closing a socket with unread input makes the
-        kernel answer with RST, which can destroy the response before the client
-        reads it. So our side is shut and the rest of the request is read and
-        dropped for up to ``LINGER_CLOSE_S`` / ``LINGER_MAX_BYTES`` first.
+        When the engine says the client may still be sending (``input_abandoned``:
+        an error answer, a refused body) the close is a lingering one: closing a
+        socket with unread input makes the kernel answer with RST, which can
+        destroy the response before the client reads it. So our side is shut and
+        the rest is read and dropped for up to ``LINGER_CLOSE_S`` /
+        ``LINGER_MAX_BYTES`` first.
         """
         if not self._send(conn, b"".join(out)):
             return
         with contextlib.suppress(OSError):
             conn.sock.shutdown(socket.SHUT_WR)
-        if not linger or conn.tls or self.stop.is_set():
+        if not conn.engine.input_abandoned or conn.tls or self.stop.is_set():
             self._close(conn)
             return
         conn.lingering = True

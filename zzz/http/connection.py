@@ -740,6 +740,15 @@ class HTTPConnection:
         return self._responses
 
     @property
+    def input_abandoned(self) -> bool:
+        """The connection closes while the client may still be sending what will never
+        be read: a request still arriving (a refused 100-continue body, a request cut
+        off by the last allowed response) or bytes the parser refused or stopped at.
+        The backend then closes lingering: closing with unread input resets the
+        connection, which can destroy the answer before the client reads it."""
+        return self.must_close and (self.in_request or self._dead)
+
+    @property
     def is_dead(self) -> bool:
         """True after EOF, a protocol error or an upgrade: no more requests will come."""
         return self._dead
