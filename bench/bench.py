@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import servers
-from bench.servers import HTTP_SERVERS, Pinning, ServerFailed
+from bench.servers import HTTP_SERVERS, Pinning, ServerFailed, write_results
 
 WRK_SCRIPT = servers.BENCH_DIR / "wrk_report.lua"
 # Size of the echo scenario's request body.
@@ -406,12 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [asdict(r) for r in runs],
         "medians": [{"server": k[0], "scenario": k[1], **v} for k, v in sorted(cells.items())],
     }
-    json_path = args.out_dir / f"{stamp}.json"
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out_dir / "latest.md").write_text(table + "\n")
-    print()
-    print(table)
-    print(f"results: {json_path} and {args.out_dir / 'latest.md'}")
+    write_results(args.out_dir, stamp, doc, "latest.md", table)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import servers
-from bench.servers import HTTP_SERVERS, Pinning, ServerFailed
+from bench.servers import HTTP_SERVERS, Pinning, ServerFailed, write_results
 
 DEFAULT_SERVERS = "zzz-eventloop,zzz-native,uvicorn"
 # Connections opened before their responses are read; below every server's accept backlog.
@@ -228,13 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     table = render(results, n)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / f"idle-{stamp}.json"
-    path.write_text(json.dumps({"connections": n, "results": results}, indent=2) + "\n")
-    (args.out_dir / "latest-idle.md").write_text(table + "\n")
-    print()
-    print(table)
-    print(f"results: {path}")
+    doc = {"connections": n, "results": results}
+    write_results(args.out_dir, f"idle-{stamp}", doc, "latest-idle.md", table)
     return 0
 
 

@@ -8,6 +8,7 @@ output captured to a log file, and stopped by its own PID (SIGTERM, then SIGKILL
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -228,6 +229,18 @@ def plan_pinning(enabled: bool, server_cpu: int, client_cpu: int) -> Pinning:
 
 
 # --- process lifecycle -----------------------------------------------------------------------
+
+
+def write_results(out_dir: Path, stem: str, doc: object, latest: str, table: str) -> Path:
+    """Save one run: ``<stem>.json`` (raw) and ``latest*.md`` (the table), and print it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / latest).write_text(table + "\n")
+    print()
+    print(table)
+    print(f"results: {path} and {out_dir / latest}")
+    return path
 
 
 def free_port() -> int:

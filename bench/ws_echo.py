@@ -26,7 +26,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from bench import servers
-from bench.servers import WS_SERVERS, ServerFailed
+from bench.servers import WS_SERVERS, ServerFailed, write_results
 
 DEFAULT_SERVERS = "zzz-eventloop,uvicorn"
 WS_PATH = "/ws"
@@ -180,16 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{med['rtt_per_cpu_s']:,.0f} | {ok} |"
         )
     table = "\n".join(out)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / f"ws-{stamp}.json"
-    path.write_text(
-        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=2)
-        + "\n"
-    )
-    (args.out_dir / "latest-ws.md").write_text(table + "\n")
-    print()
-    print(table)
-    print(f"results: {path}")
+    doc = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs}
+    write_results(args.out_dir, f"ws-{stamp}", doc, "latest-ws.md", table)
     return 0
 
 
