@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zzz.http.connection import Limits
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -141,6 +144,11 @@ class Config:
     max_body_size: int = field(
         default=1 * MIB, metadata=_help("largest request body in bytes (413 beyond)")
     )
+    max_stream_body_size: int = field(
+        default=0,
+        metadata=_help("largest streamed request body in bytes (413 mid-stream beyond); "
+                       "0 = unbounded (streaming keeps memory bounded whatever the size)"),
+    )
     max_header_size: int = field(
         default=16 * KIB,
         metadata=_help("largest request head in bytes (431 beyond; 414 for the request line)"),
@@ -204,6 +212,7 @@ class Config:
             {
                 "port": (0, MAX_PORT),
                 "max_body_size": (0, None),
+                "max_stream_body_size": (0, None),
                 "max_header_size": (256, 1 * MIB * 64),
                 "read_timeout_ms": (1, None),
                 "write_timeout_ms": (1, None),
@@ -237,6 +246,17 @@ class Config:
     def native_queue_capacity(self) -> int:
         """Connection queue capacity of the native backend."""
         return self.native.queue_capacity or self.max_connections
+
+    def engine_limits(self) -> Limits:
+        """The limits the sans-I/O engine enforces, as the engine's own data type."""
+        from zzz.http.connection import Limits
+
+        return Limits(
+            max_body_size=self.max_body_size,
+            max_header_size=self.max_header_size,
+            max_requests=self.max_requests_per_connection,
+            max_stream_body_size=self.max_stream_body_size,
+        )
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (validated again)."""

@@ -8,6 +8,7 @@ backends share lives here: the application entry points (:meth:`Server.handle`,
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from zzz import backends
 from zzz.config import Config
+from zzz.http.connection import StreamPredicate
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.timers import Timer, TimerService
@@ -60,6 +62,9 @@ class Server:
         self.config = config if config is not None else Config()
         self.backend_name = backend
         self.backend: ModuleType = backends.load(backend)
+        #: Which request bodies are streamed rather than buffered (the application's
+        #: choice: a Router route that opts in, every body of an ASGI or WSGI app).
+        self.stream_body: StreamPredicate | None = getattr(app, "stream_body", None)
         #: Set once: stop accepting, finish in-flight work, drain, stop.
         self.shutting_down = threading.Event()
         #: Set by the backend when the listening socket accepts connections.
@@ -78,6 +83,9 @@ class Server:
         self.ssl_context: Any = None
         #: Where ``ctx.run_blocking`` sends work; set by backends that need one.
         self.blocking_executor: concurrent.futures.Executor | None = None
+        #: The loop every coroutine of this process runs on, once the backend runs
+        #: (the native backend's shared loop; the event-loop backend's main loop).
+        self.coroutine_loop: asyncio.AbstractEventLoop | None = None
         if self.config.tls is not None:
             from zzz.tls import build_context
 

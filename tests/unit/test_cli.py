@@ -31,6 +31,7 @@ EXPECTED_FLAGS = {
     "host": "host",
     "port": "port",
     "max-body-size": "max_body_size",
+    "max-stream-body-size": "max_stream_body_size",
     "max-header-size": "max_header_size",
     "read-timeout-ms": "read_timeout_ms",
     "write-timeout-ms": "write_timeout_ms",

@@ -121,6 +121,7 @@ def test_native_queue_capacity(max_connections: int, queue_capacity: int, expect
 CONFIG_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "port": (0, MAX_PORT),
     "max_body_size": (0, None),
+    "max_stream_body_size": (0, None),
     "max_header_size": (256, 64 * MIB),
     "read_timeout_ms": (1, None),
     "write_timeout_ms": (1, None),

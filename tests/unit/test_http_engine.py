@@ -725,13 +725,33 @@ def test_big_body_does_not_count_towards_the_next_head() -> None:
 
 
 def test_limits_from_config() -> None:
-    class FakeConfig:
-        max_body_size = 10
-        max_header_size = 2000
-        max_requests_per_connection = 3
+    from zzz.config import Config
 
-    limits = Limits.from_config(FakeConfig())  # type: ignore[arg-type]
-    assert limits == Limits(max_body_size=10, max_header_size=2000, max_requests=3)
+    limits = Config(max_body_size=10, max_header_size=2000, max_requests_per_connection=3,
+                    max_stream_body_size=7).engine_limits()
+    assert limits == Limits(max_body_size=10, max_header_size=2000, max_requests=3,
+                            max_stream_body_size=7)
+
+
+def test_engine_imports_nothing_of_the_server() -> None:
+    """The engine stays usable on its own: no module of zzz/http imports the server's
+    configuration, a backend, or any I/O module."""
+    import ast
+    from pathlib import Path
+
+    import zzz.http
+
+    forbidden = ("zzz.config", "zzz.server", "zzz.backends", "socket", "threading", "asyncio",
+                 "selectors", "ssl")
+    for path in Path(zzz.http.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"
 
 
 def test_body_bytes_before_a_partial_head_do_not_count_as_head() -> None:

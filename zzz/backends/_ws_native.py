@@ -283,7 +283,7 @@ class NativeWebSockets:
         try:
             result = fn(*args)
             if result is not None and inspect.isawaitable(result):
-                self.backend._loop().run_until_complete(_await(result))
+                self.backend.coroutines.run(_await(result))
         except Exception:
             log_callback_error(name, ws)
             if name != "on_close":

@@ -34,10 +34,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.body import BodyError, ClientDisconnected, RequestBody
 from zzz.http.connection import (
+    CONTINUE_RESPONSE,
+    Data,
+    EndOfMessage,
+    Event,
     ExpectContinue,
     HTTPConnection,
-    Limits,
     ProtocolError,
 )
 from zzz.http.request import Request
@@ -122,6 +126,11 @@ class LoopState:
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
+        #: The loop's thread (a streamed body's reader may call back from another).
+        self.thread_id = threading.get_ident()
+        #: The request whose handler runs inline on the loop right now (the watchdog
+        #: names it when the loop is held too long).
+        self.current: Request | None = None
         self.aserver: asyncio.base_events.Server | None = None
 
 
@@ -129,6 +138,9 @@ class HttpProtocol(asyncio.Protocol):
     """One HTTP connection on an event loop."""
 
     __slots__ = (
+        "_body",
+        "_body_error",
+        "_body_paused",
         "_busy",
         "_client",
         "_drain_waiter",
@@ -142,6 +154,7 @@ class HttpProtocol(asyncio.Protocol):
         "_state",
         "_task",
         "_timer",
+        "_transport_paused",
         "_write_paused",
         "_write_paused_at",
         "_ws",
@@ -157,7 +170,7 @@ class HttpProtocol(asyncio.Protocol):
         #: Per-connection facts copied onto every request (TLS peer certificate).
         self._extensions: dict[str, Any] = {}
         self._busy = False
-        self._pending: collections.deque[Request | ExpectContinue | ProtocolError] = (
+        self._pending: collections.deque[Event] = (
             collections.deque()
         )
         self._reading_paused = False
@@ -170,6 +183,13 @@ class HttpProtocol(asyncio.Protocol):
         self._idle_since = 0.0
         #: The WebSocket protocol this connection was upgraded to (``_ws_eventloop``).
         self._ws: Any = None
+        #: The streamed body still arriving, and the engine's refusal of it (if any).
+        self._body: RequestBody | None = None
+        self._body_error: ProtocolError | None = None
+        #: Reading paused because the body's consumer is behind (flow control).
+        self._body_paused = False
+        #: What the transport was last told (pipelining and bodies both pause it).
+        self._transport_paused = False
 
     # ------------------------------------------------------------------ callbacks
 
@@ -180,7 +200,7 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self._client = client
-        self._engine = HTTPConnection(backend.limits, client, backend.scheme)
+        self._engine = HTTPConnection(backend.limits, client, backend.scheme, backend.stream_body)
         if backend.tls:
             peercert = transport.get_extra_info("peercert")
             if peercert:
@@ -196,6 +216,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state.connections.discard(self)
+        if self._body is not None:
+            self._body.fail(ClientDisconnected())
+            self._body = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -210,6 +233,8 @@ class HttpProtocol(asyncio.Protocol):
         engine = self._engine
         assert engine is not None
         events = engine.feed(data)
+        if self._body is not None:
+            events = self._feed_body(events, 0)
         if engine.in_request:
             # A request that began in this read after others completed has its own
             # deadline, not the one of the request before it.
@@ -231,7 +256,8 @@ class HttpProtocol(asyncio.Protocol):
             # Fast path (one request, plain-function handler, whole body): no
             # batching or ordering machinery needed.
             request = events[0]
-            if type(request) is Request and not request.upgrade and not self._extensions:
+            if (type(request) is Request and not request.upgrade and not request.streamed
+                    and not self._extensions):
                 try:
                     result = self._state.backend.server.handle(request)
                 except Exception:
@@ -259,6 +285,9 @@ class HttpProtocol(asyncio.Protocol):
         engine = self._engine
         if engine is not None:
             engine.feed(b"")
+        if self._body is not None:
+            self._body.fail(ClientDisconnected())
+            self._body = None
         if not self._busy:
             self._close()
         # Over TLS, EOF closes the transport whatever we return (asyncio warns on True).
@@ -276,52 +305,72 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------ requests
 
-    def _run_events(self, events: Iterable[Request | ExpectContinue | ProtocolError]) -> None:
+    def _run_events(self, events: Iterable[Event]) -> None:
         """Answer events in order inline until one needs the loop (async or stream)."""
         engine = self._engine
         transport = self.transport
         assert engine is not None
         if transport is None:
             return
-        queue = iter(events)
+        batch = events if isinstance(events, list) else list(events)
         out: list[bytes] = []
         state = self._state
-        for event in queue:
+        server = state.backend.server
+        i = 0
+        n = len(batch)
+        while i < n:
+            event = batch[i]
+            i += 1
             if transport.is_closing():
                 return
             if state.shutting_down:
                 engine.close_after_response = True
-            if type(event) is Request:
+            kind = type(event)
+            if kind is Request:
+                assert isinstance(event, Request)
                 if self._extensions:
                     event.extensions.update(self._extensions)
+                if event.streamed:
+                    self._open_body(event)
+                    batch = batch[:i] + self._feed_body(batch[i:], 0)
+                    n = len(batch)
+                state.current = event
                 try:
-                    result = state.backend.server.handle(event)
+                    result = server.handle(event)
                 except Exception:
                     result = app_error(event)
+                state.current = None
                 if type(result) is Response and result.upgrade is not None:
                     out.append(engine.serialize(result, event))
                     transport.write(b"".join(out))
                     self._upgrade(result)
                     return
                 if type(result) is Response and result.stream is None:
-                    if state.backend.server.shutting_down.is_set():
+                    if server.shutting_down.is_set():
                         engine.close_after_response = True
-                    out.append(engine.serialize(result, event))
+                    if self._body_error is not None:
+                        out.append(engine.error_response(self._body_error))
+                        self._body_error = None
+                    else:
+                        out.append(engine.serialize(result, event))
                 else:
                     # Async handler or streamed body: continue in a task, keep order.
                     if out:
                         transport.write(b"".join(out))
                         out = []
-                    self._pending.extend(queue)
+                    self._pending.extend(batch[i:])
                     self._busy = True
                     self._task = self._loop.create_task(self._respond_async(result, event))
                     self._maybe_pause_reading()
                     return
-            elif isinstance(event, ExpectContinue):
-                out.append(answer_expect(state.backend.server, engine, event))
-            else:
+            elif kind is ExpectContinue:
+                assert isinstance(event, ExpectContinue)
+                out.append(answer_expect(server, engine, event))
+            elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
                 out.append(engine.error_response(event))
+            # Data / EndOfMessage of a body its handler left unread: the answer
+            # already closes the connection; they are dropped.
             if engine.must_close:
                 transport.write(b"".join(out))
                 self._close_after_answer()
@@ -331,6 +380,77 @@ class HttpProtocol(asyncio.Protocol):
         self._idle_since = self._loop.time()
         if engine.is_dead or (state.shutting_down and not engine.in_request):
             self._close()
+
+    # ------------------------------------------------------------------ streamed bodies
+
+    def _open_body(self, request: Request) -> None:
+        """Attach a flow-controlled body to a streamed request; the application may
+        read it from this loop or from a blocking-pool thread (WSGI, blocking routes)."""
+        body = RequestBody()
+        request.body_stream = body
+        self._body = body
+        self._body_error = None
+        body.on_drained = self._body_drained
+        if request.expect_continue:
+            body.on_first_read = self._body_wants_continue
+
+    def _feed_body(self, events: list[Event], i: int) -> list[Event]:
+        """Push the body events at the front of ``events[i:]`` into the open body;
+        the events after them."""
+        body = self._body
+        assert body is not None
+        n = len(events)
+        while i < n:
+            event = events[i]
+            kind = type(event)
+            if kind is Data:
+                assert isinstance(event, Data)
+                body.push(event.data)
+            elif kind is EndOfMessage:
+                body.finish()
+                self._body = None
+                i += 1
+                break
+            elif kind is ProtocolError:
+                assert isinstance(event, ProtocolError)
+                self._body_error = event
+                body.fail(BodyError(event.detail, event.status))
+                self._body = None
+                i += 1
+                break
+            else:  # pragma: no cover - the engine ends a body before the next request
+                break
+            i += 1
+        if self._body is not None:
+            # A streamed body may take long: its read deadline is one of inactivity.
+            self._request_started = self._loop.time()
+            if not body.wants_more and not self._body_paused:
+                self._body_paused = True
+                self._apply_reading()
+        return events[i:] if i else events
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on this connection's loop (the body's reader may be a thread)."""
+        if threading.get_ident() == self._state.thread_id:
+            fn()
+        else:
+            _call_threadsafe(self._loop, fn)
+
+    def _body_drained(self) -> None:
+        self._on_loop(self._resume_for_body)
+
+    def _resume_for_body(self) -> None:
+        if self._body_paused:
+            self._body_paused = False
+            self._apply_reading()
+
+    def _body_wants_continue(self) -> None:
+        self._on_loop(self._write_continue)
+
+    def _write_continue(self) -> None:
+        engine = self._engine
+        if self.transport is not None and engine is not None and not engine.is_dead:
+            self.transport.write(CONTINUE_RESPONSE)
 
     async def _respond_async(
         self, result: Response | Awaitable[Response], request: Request
@@ -352,6 +472,14 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if self._state.backend.server.shutting_down.is_set():
                 engine.close_after_response = True  # shutdown began while the handler ran
+            if self._body_error is not None:
+                # The streamed body broke a limit or a deadline: that is the answer.
+                error, self._body_error = self._body_error, None
+                if result.stream is not None:
+                    await _close_stream(result.stream)
+                transport.write(engine.error_response(error))
+                self._close_after_answer()
+                return
             transport.write(engine.serialize(result, request))
             if result.upgrade is not None:
                 self._upgrade(result)
@@ -464,12 +592,26 @@ class HttpProtocol(asyncio.Protocol):
             )
         ):
             self._reading_paused = True
-            self.transport.pause_reading()
+            self._apply_reading()
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None:
+        if self._reading_paused:
             self._reading_paused = False
-            self.transport.resume_reading()
+            self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        """Tell the transport whether to read: paused while either pipelining or a
+        streamed body's consumer asks for it."""
+        transport = self.transport
+        if transport is None:
+            return
+        paused = self._reading_paused or self._body_paused
+        if paused != self._transport_paused:
+            self._transport_paused = paused
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def _on_timer(self) -> None:
         """The one per-connection timer: read deadline, keep-alive and write timeout."""
@@ -492,7 +634,16 @@ class HttpProtocol(asyncio.Protocol):
             limit = self._request_started + backend.read_timeout
             if now >= limit:
                 error = ProtocolError(408, "request not received in time")
-                if self._busy:
+                body = self._body
+                if body is not None:
+                    # The application is reading a streamed body that stopped coming:
+                    # its read fails, and the 408 replaces whatever it answers.
+                    engine.feed(b"")
+                    self._request_started = None
+                    self._body = None
+                    self._body_error = error
+                    body.fail(BodyError(error.detail, 408))
+                elif self._busy:
                     # An earlier request is still being answered: the 408 goes after
                     # its response, never in its place. Stop parsing and queue it.
                     engine.feed(b"")
@@ -543,7 +694,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._resume_reading()
+        self._reading_paused = self._body_paused = False
+        self._apply_reading()
         transport.write_eof()
         transport.set_protocol(LingeringClose(transport, self._loop))
         self.transport = None
@@ -612,7 +764,8 @@ class EventLoopBackend:
         self.server = server
         config = server.config
         self.config = config
-        self.limits = Limits.from_config(config)
+        self.limits = config.engine_limits()
+        self.stream_body = server.stream_body
         self.read_timeout = config.read_timeout_ms / 1000.0
         self.write_timeout = config.write_timeout_ms / 1000.0
         self.keepalive_timeout = config.keepalive_timeout_ms / 1000.0

@@ -20,8 +20,8 @@ reading for ``write_timeout_ms`` is dropped.
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -36,14 +36,24 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
+from zzz.backends._coroutines import SharedLoop
+from zzz.backends._dispatch import (
+    LINGER_CLOSE_S,
+    LINGER_MAX_BYTES,
+    answer_expect,
+    app_error,
+)
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._thread_timers import ThreadTimerService
 from zzz.backends._ws_native import NativeWebSockets
+from zzz.body import BodyError, ClientDisconnected, RequestBody
 from zzz.http.connection import (
+    CONTINUE_RESPONSE,
+    Data,
+    EndOfMessage,
+    Event,
     ExpectContinue,
     HTTPConnection,
-    Limits,
     ProtocolError,
 )
 from zzz.http.request import Request
@@ -70,6 +80,9 @@ CUT_JOIN_S = 0.1
 #: all of it went out, so slicing makes a slow reader's progress visible to the
 #: write timeout (four TLS records).
 TLS_SEND_SLICE = 4 * 16384
+#: How often a worker pumping a streamed body to a coroutine re-checks whether the
+#: coroutine finished (or first read the body) while the socket is silent.
+PUMP_POLL_S = 0.05
 #: How often a full queue's ``put`` re-checks the shutdown flag while it waits.
 PUT_POLL_S = 0.1
 #: How long the acceptor stops watching the listener after ``accept()`` ran out of
@@ -121,6 +134,17 @@ class BoundedQueue:
             self._not_empty.notify()
             return True
 
+    def put_resumed(self, item: Conn) -> bool:
+        """Queue a connection whose coroutine finished, at once and whatever the
+        capacity (it was accepted already; the capacity bounds new ones). False
+        when the queue is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._not_empty.notify()
+            return True
+
     def get(self) -> Conn:
         with self._lock:
             while not self._items:
@@ -149,9 +173,9 @@ class Conn:
     handshake, like reads, never holds a worker while the client is silent.
     """
 
-    __slots__ = ("deadline", "engine", "extensions", "fd", "handshaking", "idle_since",
-                 "linger_left", "lingering", "sock",
-                 "tls", "ws")
+    __slots__ = ("body_error", "deadline", "engine", "extensions", "fd", "handshaking",
+                 "idle_since", "linger_left", "lingering", "pending", "sock", "tls",
+                 "waiting", "waiting_request", "ws")
 
     def __init__(self, sock: socket.socket, engine: HTTPConnection, tls: bool = False) -> None:
         self.sock = sock
@@ -171,6 +195,16 @@ class Conn:
         self.linger_left = 0
         #: The WebSocket state once the connection was upgraded (``_ws_native.NativeLink``).
         self.ws: Any = None
+        #: Engine events not handled yet: what followed a request handed to a coroutine,
+        #: or what a plain handler's body reads brought in after its body ended.
+        self.pending: collections.deque[Event] = collections.deque()
+        #: The coroutine answering ``waiting_request`` on the shared loop; the
+        #: connection is queued again for a worker when it completes.
+        self.waiting: concurrent.futures.Future[Response] | None = None
+        self.waiting_request: Request | None = None
+        #: The engine refused the streamed body being read (413, 400, 408): the
+        #: answer is this error, whatever the application made of the broken body.
+        self.body_error: ProtocolError | None = None
 
     def recv(self) -> bytes | None:
         """Whatever has arrived, ``b""`` at EOF, ``None`` when nothing is waiting."""
@@ -333,7 +367,7 @@ class NativeBackend:
         self.server = server
         config = server.config
         self.config = config
-        self.limits = Limits.from_config(config)
+        self.limits = config.engine_limits()
         self.read_timeout = config.read_timeout_ms / 1000.0
         self.keepalive_timeout = config.keepalive_timeout_ms / 1000.0
         self.write_timeout = config.write_timeout_ms / 1000.0
@@ -354,7 +388,13 @@ class NativeBackend:
         #: (one log line per episode, not one per retry).
         self._accept_exhausted = False
         self._open_lock = threading.Lock()
-        self._local = threading.local()
+        #: Every coroutine of this process (async handlers, ASGI apps) runs here.
+        self.coroutines = SharedLoop()
+        #: Where ``ctx.run_blocking`` sends work from coroutines: never the shared loop.
+        self.blocking = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.native_workers, thread_name_prefix="zzz-blocking")
+        server.blocking_executor = self.blocking
+        server.coroutine_loop = self.coroutines.loop
         self.workers: list[threading.Thread] = []
         self._sndtimeo = struct.pack("ll", int(self.write_timeout), int(
             (self.write_timeout % 1) * 1_000_000))
@@ -392,6 +432,9 @@ class NativeBackend:
             for thread in self.workers:
                 thread.join(max(0.0, join_until - time.monotonic()))
             self.websockets.stop()
+            self.coroutines.stop()
+            self.blocking.shutdown(wait=False, cancel_futures=True)
+            self.server.blocking_executor = None
             self.parker.close()
             with contextlib.suppress(OSError):
                 self.listener.close()
@@ -459,7 +502,7 @@ class NativeBackend:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
-            engine = HTTPConnection(self.limits, client, self.scheme)
+            engine = HTTPConnection(self.limits, client, self.scheme, self.server.stream_body)
             context = self.server.ssl_context  # read per accept: reload_tls() swaps it
             if context is None:
                 sock.setblocking(True)
@@ -547,29 +590,23 @@ class NativeBackend:
             except BaseException:  # nothing above a worker could handle it
                 log.exception("unexpected error serving %s", conn.engine)
                 self._close(conn)
-        loop = getattr(self._local, "loop", None)
-        if loop is not None:
-            loop.close()
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        """This worker's event loop for ``async def`` handlers (created on first use)."""
-        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        if loop is None:
-            loop = asyncio.new_event_loop()
-            self._local.loop = loop
-        return loop
 
     def _serve(self, conn: Conn) -> None:
-        """Serve ``conn`` while it has data; park or close it when it has none."""
+        """Serve ``conn`` while it has data; park or close it when it has none,
+        or hand it to a coroutine and let the coroutine's completion queue it again."""
         if conn.ws is not None:
             self.websockets.serve(conn)
             return
         engine = conn.engine
-        server = self.server
-        if conn.handshaking and not self._handshake(conn):
+        if conn.waiting is not None:
+            if not self._resume(conn):
+                return
+        elif conn.handshaking and not self._handshake(conn):
             return
         if conn.lingering:
             self._discard(conn)
+            return
+        if conn.pending and not self._process(conn, []):
             return
         while True:
             try:
@@ -599,38 +636,210 @@ class NativeBackend:
                     self._close(conn)
                     return
                 continue
-            out: list[bytes] = []
-            for event in events:
-                if self.stop.is_set():
-                    engine.close_after_response = True
-                if isinstance(event, Request):
-                    if conn.extensions:
-                        event.extensions.update(conn.extensions)
-                    if not self._respond(conn, event, out):
-                        return
-                elif isinstance(event, ExpectContinue):
-                    out.append(answer_expect(server, engine, event))
-                else:
-                    out.append(engine.error_response(event))
-                if engine.must_close:
-                    self._finish(conn, out)
-                    return
-            if out and not self._send(conn, b"".join(out)):
-                return
-            conn.deadline = time.monotonic() + self.read_timeout if engine.in_request else None
-            if engine.is_dead:
-                self._close(conn)
+            if not self._process(conn, events):
                 return
 
-    def _respond(self, conn: Conn, request: Request, out: list[bytes]) -> bool:
-        """Run the application and append (or stream) the response. False: conn closed."""
+    def _process(self, conn: Conn, events: list[Event]) -> bool:
+        """Answer ``events`` (then any left in ``conn.pending``) in order. False when
+        the connection was closed, or handed to a coroutine."""
         engine = conn.engine
+        server = self.server
+        out: list[bytes] = []
+        while True:
+            i = 0
+            n = len(events)
+            while i < n:
+                event = events[i]
+                i += 1
+                if self.stop.is_set():
+                    engine.close_after_response = True
+                kind = type(event)
+                if kind is Request:
+                    assert isinstance(event, Request)
+                    if conn.extensions:
+                        event.extensions.update(conn.extensions)
+                    if event.streamed:
+                        i = self._open_body(conn, event, events, i)
+                    try:
+                        result = server.handle(event)
+                    except BaseException:  # CancelledError, SystemExit: still the app's
+                        result = app_error(event)
+                    if type(result) is not Response:
+                        if out and not self._send(conn, b"".join(out)):
+                            return False
+                        conn.pending.extend(events[i:])
+                        self._hand_off(conn, event, result)
+                        return False
+                    if not self._respond(conn, event, result, out):
+                        return False
+                elif kind is ExpectContinue:
+                    assert isinstance(event, ExpectContinue)
+                    out.append(answer_expect(server, engine, event))
+                elif kind is ProtocolError:
+                    assert isinstance(event, ProtocolError)
+                    out.append(engine.error_response(event))
+                # Data / EndOfMessage here belong to a body its handler left unread:
+                # the answer already closes the connection; they are dropped.
+                if engine.must_close:
+                    self._finish(conn, out)
+                    return False
+            if not conn.pending:
+                break
+            events = list(conn.pending)  # brought in by a plain handler's body reads
+            conn.pending.clear()
+        if out and not self._send(conn, b"".join(out)):
+            return False
+        conn.deadline = time.monotonic() + self.read_timeout if engine.in_request else None
+        if engine.is_dead:
+            self._close(conn)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ streamed bodies
+
+    def _open_body(self, conn: Conn, request: Request, events: list[Event], i: int) -> int:
+        """Attach a :class:`RequestBody` to a streamed ``request``, fill it with the
+        body events that came in the same read, and let a plain handler read the
+        rest itself (``pull``, on this worker). Returns the index after them."""
+        body = RequestBody()
+        request.body_stream = body
+        conn.body_error = None
+        if request.expect_continue:
+            body.on_first_read = lambda: self._send_continue(conn)
+        body.pull = lambda: self._pull(conn, body)
+        return self._feed_body(conn, body, events, i)
+
+    def _feed_body(self, conn: Conn, body: RequestBody, events: list[Event], i: int) -> int:
+        """Push the body events from ``events[i:]`` into ``body``; the index after them."""
+        n = len(events)
+        while i < n and not body.done:
+            event = events[i]
+            kind = type(event)
+            if kind is Data:
+                assert isinstance(event, Data)
+                body.push(event.data)
+            elif kind is EndOfMessage:
+                body.finish()
+            elif kind is ProtocolError:
+                assert isinstance(event, ProtocolError)
+                conn.body_error = event
+                body.fail(BodyError(event.detail, event.status))
+            else:
+                break
+            i += 1
+        return i
+
+    def _send_continue(self, conn: Conn) -> None:
+        if not conn.engine.is_dead:
+            self._send(conn, CONTINUE_RESPONSE)
+
+    def _read_body_piece(self, conn: Conn, body: RequestBody, deadline: float) -> float:
+        """Read the socket once for ``body`` (waiting up to ``PUMP_POLL_S``); events
+        beyond the body go to ``conn.pending``. The new idle deadline."""
         try:
-            result = self.server.handle(request)
-            if not isinstance(result, Response):
-                result = self._loop().run_until_complete(_as_coroutine(result))
-        except BaseException:  # CancelledError, SystemExit: still the app's
+            data = conn.recv()
+        except OSError:
+            data = b""
+        if data is None:
+            now = time.monotonic()
+            if now >= deadline:
+                error = ProtocolError(408, "request body not received in time")
+                conn.body_error = error
+                body.fail(BodyError(error.detail, 408))
+            else:
+                _wait_fd(conn.fd, select.POLLIN, min(PUMP_POLL_S, deadline - now))
+            return deadline
+        if not data:
+            conn.engine.feed(b"")
+            body.fail(ClientDisconnected())
+            return deadline
+        events = conn.engine.feed(data)
+        i = self._feed_body(conn, body, events, 0)
+        conn.pending.extend(events[i:])
+        # A streamed body may take long: the read deadline is one of inactivity.
+        return time.monotonic() + self.read_timeout
+
+    def _pull(self, conn: Conn, body: RequestBody) -> None:
+        """A plain handler wants more of its body: read on its (this worker's) thread
+        until a piece (or the end, or a failure) arrives."""
+        deadline = time.monotonic() + self.read_timeout
+        before = body.received
+        while not body.done and body.received == before:
+            deadline = self._read_body_piece(conn, body, deadline)
+
+    def _hand_off(self, conn: Conn, request: Request, awaitable: Any) -> None:
+        """Run the coroutine answering ``request`` on the shared loop. A streamed body
+        is pumped from here (its reader is on the loop); then this worker lets go:
+        the coroutine's completion queues the connection for the next free worker."""
+        future = self.coroutines.submit(_as_coroutine(awaitable))
+        conn.waiting = future
+        conn.waiting_request = request
+        body = request.body_stream
+        if isinstance(body, RequestBody) and not body.done:
+            body.pull = None
+            self._pump(conn, request, body, future)
+        future.add_done_callback(lambda _: self._requeue(conn))
+
+    def _pump(self, conn: Conn, request: Request,
+              body: RequestBody, future: concurrent.futures.Future[Response]) -> None:
+        """Feed ``body`` from the socket while the coroutine runs, never more than the
+        body's buffer ahead of it (flow control: not reading is the back-pressure)."""
+        if request.expect_continue:
+            while not body.started and not future.done():
+                body.wait_started(PUMP_POLL_S)
+            if future.done():
+                return  # answered without reading: no 100 Continue, a lingering close
+            body.on_first_read = None
+            self._send_continue(conn)
+        deadline = time.monotonic() + self.read_timeout
+        while not body.done and not future.done():
+            if not body.wants_more:
+                body.wait_for_room(PUMP_POLL_S)
+                deadline = time.monotonic() + self.read_timeout
+                continue
+            deadline = self._read_body_piece(conn, body, deadline)
+
+    def _requeue(self, conn: Conn) -> None:
+        """The coroutine finished (on the loop's thread): back to a worker."""
+        if not self.queue.put_resumed(conn):
+            self._close(conn)
+
+    def _resume(self, conn: Conn) -> bool:
+        """Write the answer of the coroutine ``conn`` waited for. False: closed."""
+        future = conn.waiting
+        request = conn.waiting_request
+        assert future is not None and request is not None
+        conn.waiting = None
+        conn.waiting_request = None
+        try:
+            result = future.result()
+        except BaseException:
             result = app_error(request)
+        out: list[bytes] = []
+        if not self._respond(conn, request, result, out):
+            return False
+        engine = conn.engine
+        if engine.must_close:
+            self._finish(conn, out)
+            return False
+        if out and not self._send(conn, b"".join(out)):
+            return False
+        conn.deadline = time.monotonic() + self.read_timeout if engine.in_request else None
+        return True
+
+    # ------------------------------------------------------------------ responses
+
+    def _respond(self, conn: Conn, request: Request, result: Response, out: list[bytes]) -> bool:
+        """Append (or stream) the application's answer. False: conn closed."""
+        engine = conn.engine
+        error = conn.body_error
+        if error is not None:
+            # The body broke a limit or a deadline: that is the answer.
+            conn.body_error = None
+            if result.stream is not None:
+                self._close_stream(result.stream)
+            out.append(engine.error_response(error))
+            return True
         if self.stop.is_set():  # shutdown began while the handler ran
             engine.close_after_response = True
         if result.upgrade is not None:
@@ -664,11 +873,11 @@ class NativeBackend:
             self._close_stream(stream)
 
     def _close_stream(self, stream: Iterable[bytes] | AsyncIterable[bytes]) -> None:
-        """``aclose()`` (on this worker's loop) or ``close()`` a response stream."""
+        """``aclose()`` (on the shared loop) or ``close()`` a response stream."""
         try:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
-                self._loop().run_until_complete(aclose())
+                self.coroutines.run(aclose())
                 return
             close = getattr(stream, "close", None)
             if close is not None:
@@ -677,12 +886,12 @@ class NativeBackend:
             log.exception("closing a response stream failed")
 
     def _aiterate(self, stream: AsyncIterable[bytes]) -> Iterable[bytes]:
-        """Iterate an async body stream from this worker thread on its loop."""
-        loop = self._loop()
+        """Iterate an async body stream from this worker thread, each step on the
+        shared loop (the worker waits: writing to a blocking socket needs a thread)."""
         iterator = stream.__aiter__()
         while True:
             try:
-                yield loop.run_until_complete(_anext(iterator))
+                yield self.coroutines.run(_anext(iterator))
             except StopAsyncIteration:
                 return
 

@@ -10,6 +10,18 @@ One :class:`HTTPConnection` per client connection, driven by a backend:
 * ``conn.serialize(response, request)`` turns a response into bytes and sets
   ``conn.must_close`` when the connection cannot carry another request.
 
+Bodies are buffered by default: the :class:`Request` comes out with its whole
+body, bounded by ``Limits.max_body_size``. With a ``stream_body`` predicate
+(the server's: a route that opts in, or any ASGI/WSGI app) a request whose head
+announces a body comes out as soon as the head is complete, followed by
+:class:`Data` events and one :class:`EndOfMessage` — the shape h11 uses. Flow
+control is then the backend's single rule: it stops feeding while the
+application has not consumed what it got, so a slow consumer never makes the
+server hold an upload. ``Expect: 100-continue`` produces no event in that mode:
+the backend sends :data:`CONTINUE_RESPONSE` when the application first reads.
+A response serialized while its streamed body is still arriving closes the
+connection (the rest is never read; the backend closes lingering).
+
 Parsing is llhttp (via httptools) in its strict default mode, which already
 refuses Content-Length together with Transfer-Encoding, duplicate or malformed
 Content-Length, obs-fold, bare CR or LF, control bytes in names and values, bad
@@ -25,15 +37,18 @@ the result independent of how the bytes were split into ``feed`` calls: head
 limits are counted on the real head bytes, a bad request line is classified on
 its own bytes (400 vs 501 vs 505), the bytes after an ``Upgrade`` head are
 exact, and nothing after a ``Connection: close`` request is ever parsed.
+A chunked body is cut at every framing line, so a chunk-size line (extensions
+included) and a trailer section are bounded on their own bytes as well: the
+same input gets the same answer whatever the read sizes of the backend.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import httptools
@@ -42,9 +57,6 @@ from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.http.status import NO_BODY_STATUSES, reason, status_line
-
-if TYPE_CHECKING:
-    from zzz.config import Config
 
 #: Sent when a client's ``Expect: 100-continue`` is accepted.
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -60,6 +72,9 @@ _BLANK_LINE = b"\r\n\r\n"
 _TCHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(rb"[" + _TCHARS + rb"]+")
 _TOKEN_PREFIX = re.compile(rb"[" + _TCHARS + rb"]*")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+#: Bytes of a chunk-size line kept to read the size from (llhttp refuses more digits).
+_SIZE_PREFIX_BYTES = 20
 _VERSION = re.compile(rb"HTTP/\d\.\d")
 #: A response field name must be a token (a value must not contain CR, LF or NUL:
 #: they would let a handler that echoes client input split the response).
@@ -77,7 +92,8 @@ _METHOD_NAMES = {
 _IDLE = 0  # between messages
 _HEAD = 1  # request line and header fields
 _BODY_LENGTH = 2  # Content-Length body
-_BODY_CHUNKED = 3  # chunked body and trailer section
+_BODY_CHUNKED = 3  # a chunk-size line or a trailer field line
+_CHUNK_DATA = 4  # the data of one chunk and its CRLF
 
 # Response body modes for chunk()/end().
 _BODY_NONE = 0  # HEAD, 1xx, 204, 304: nothing may follow the head
@@ -87,19 +103,21 @@ _BODY_RAW = 2  # HTTP/1.0 stream, delimited by closing the connection
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The per-connection limits the engine enforces (a subset of :class:`Config`)."""
+    """The per-connection limits the engine enforces, as plain data.
 
+    The engine imports nothing of the server's configuration: the server builds
+    a ``Limits`` from its ``Config`` (:meth:`zzz.config.Config.engine_limits`), and
+    a test or another server can build one directly.
+    """
+
+    #: Largest buffered body (413 beyond), decided from Content-Length when it is sent.
     max_body_size: int = 1024 * 1024
+    #: Largest request head; also bounds one chunk-size line and a trailer section.
     max_header_size: int = 16 * 1024
+    #: Requests served on one connection; the last answer carries ``Connection: close``.
     max_requests: int = 100
-
-    @classmethod
-    def from_config(cls, config: Config) -> Limits:
-        return cls(
-            max_body_size=config.max_body_size,
-            max_header_size=config.max_header_size,
-            max_requests=config.max_requests_per_connection,
-        )
+    #: Largest streamed body (413 when crossed, mid-stream if need be); 0 = unbounded.
+    max_stream_body_size: int = 0
 
 
 class ProtocolError(Exception):
@@ -124,7 +142,37 @@ class ExpectContinue:
         self.request = request
 
 
-Event = Request | ExpectContinue | ProtocolError
+class Data:
+    """A piece of a streamed request body (see :class:`HTTPConnection`'s ``stream_body``).
+
+    Pieces arrive in order after their :class:`Request`; their sizes follow the
+    reads, not the client's chunks.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<Data {len(self.data)} bytes>"
+
+
+class EndOfMessage:
+    """The end of a streamed request body: the next event belongs to the next request."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<EndOfMessage>"
+
+
+#: The one :class:`EndOfMessage` (it carries nothing).
+END_OF_MESSAGE = EndOfMessage()
+
+Event = Request | ExpectContinue | ProtocolError | Data | EndOfMessage
+#: Decides, when a head with a body is complete, whether that body is streamed.
+StreamPredicate = Callable[[Request], bool]
 
 #: (second, ``Server`` + ``Date`` lines) — replaced whole, so readers in other
 #: threads always see a consistent pair without a lock.
@@ -225,18 +273,21 @@ class HTTPConnection:
         "_limits",
         "_line",
         "_line_done",
+        "_line_len",
         "_parser",
         "_pending",
         "_pending_continue",
-        "_progress",
         "_remaining",
         "_responses",
         "_scheme",
-        "_stall",
+        "_size_prefix",
         "_state",
         "_stopped",
+        "_stream_body",
+        "_streaming",
         "_tail",
         "_te",
+        "_trailers",
         "_upgraded",
         "_url",
         "close_after_response",
@@ -250,8 +301,12 @@ class HTTPConnection:
         limits: Limits | None = None,
         client: tuple[str, int] | None = None,
         scheme: str = "http",
+        stream_body: StreamPredicate | None = None,
     ) -> None:
         self._limits = limits or Limits()
+        #: Asked once per request head that announces a body: True streams it.
+        self._stream_body = stream_body
+        self._streaming = False  # the current message's body is being streamed
         self._client = client
         self._scheme = scheme
         self._parser = httptools.HttpRequestParser(self)
@@ -269,10 +324,11 @@ class HTTPConnection:
         self._head_len = 0  # head bytes of the current message fed so far
         self._line_done = False  # the request line's LF has been seen
         self._line = b""  # request-line bytes from earlier feeds (while not done)
-        self._tail = b""  # last <= 3 bytes of the head / chunked body fed so far
-        self._remaining = 0  # Content-Length body bytes still to come
-        self._progress = 0  # chunked-body callbacks seen (bounds framing bytes)
-        self._stall = 0  # chunked bytes fed without any callback
+        self._tail = b""  # last <= 3 bytes of the head fed so far
+        self._remaining = 0  # Content-Length body (or chunk data + CRLF) bytes to come
+        self._line_len = 0  # bytes of the chunk-size line (or trailer section) so far
+        self._size_prefix = b""  # first bytes of the chunk-size line (the size)
+        self._trailers = False  # the last chunk came: trailer field lines follow
         self._pending: bytes | None = None  # a refused method token still arriving
         self._pending_continue: Request | None = None
         self._stopped = False  # a Connection: close request completed
@@ -341,13 +397,16 @@ class HTTPConnection:
                 over = stop - pos > budget
                 if over:
                     stop = pos + budget
-            elif state == _BODY_LENGTH:
+            elif state in (_BODY_LENGTH, _CHUNK_DATA):
                 stop = min(n, pos + self._remaining)
                 self._remaining -= stop - pos
-            else:  # _BODY_CHUNKED
-                end = self._find_blank_line(data, pos)
-                stop = n if end < 0 else end
-                progress = self._progress
+            else:  # _BODY_CHUNKED: cut at every line end, so framing is counted exactly
+                end = data.find(b"\n", pos)
+                stop = n if end < 0 else end + 1
+                budget = self._limits.max_header_size - self._line_len
+                over = stop - pos > budget
+                if over:
+                    stop = pos + budget
             start = pos
             if stop > start:
                 try:
@@ -384,8 +443,14 @@ class HTTPConnection:
                     if pos == n:
                         self._events.append(ExpectContinue(self._pending_continue))
                     self._pending_continue = None
-            elif state == _BODY_CHUNKED and self._state == _BODY_CHUNKED:
-                self._chunk_progress(data, start, stop, progress)
+            elif state == _BODY_CHUNKED:
+                if self._state == _BODY_CHUNKED:
+                    if over:
+                        self._fail(ProtocolError(431, "chunk framing or trailer too large"))
+                        break
+                    self._chunk_line(data, start, stop)
+            elif state == _CHUNK_DATA and not self._remaining:
+                self._state = _BODY_CHUNKED
             if self._stopped or self._dead:
                 break
         events, self._events = self._events, []
@@ -423,19 +488,28 @@ class HTTPConnection:
             return ProtocolError(431, "request header fields too large")
         return ProtocolError(414, "request line too long")
 
-    def _chunk_progress(self, data: bytes, start: int, stop: int, progress: int) -> None:
-        """Bound chunk-size lines, extensions and trailer fields still arriving
-        (httptools buffers a trailer field whole): too many chunked bytes with no
-        parser progress is refused. Counted per read, so the bound is the limit
-        plus one read."""
-        if self._progress != progress:
-            self._stall = 0
+    def _chunk_line(self, data: bytes, start: int, stop: int) -> None:
+        """Account for framing bytes llhttp accepted (``data[start:stop]``, at most
+        one line). A chunk-size line (extensions included) and the trailer section
+        are each bounded by ``max_header_size``, counted on their own bytes, so
+        the answer does not depend on read sizes. When a size line ends, the size
+        (already validated by llhttp) says how many data bytes to cut next."""
+        self._line_len += stop - start
+        if self._trailers:
+            return  # the whole trailer section counts; llhttp ends the message
+        if len(self._size_prefix) < _SIZE_PREFIX_BYTES:
+            self._size_prefix += data[start : min(stop, start + _SIZE_PREFIX_BYTES)]
+        if data[stop - 1] != 0x0A:
+            return  # the line goes on in the next piece
+        digits = _HEX.match(self._size_prefix)
+        size = int(digits.group(), 16) if digits else 0
+        self._size_prefix = b""
+        self._line_len = 0
+        if size:
+            self._state = _CHUNK_DATA
+            self._remaining = size + 2  # the data and its CRLF
         else:
-            self._stall += stop - start
-            if self._stall > self._limits.max_header_size:
-                self._fail(ProtocolError(431, "chunk framing or trailer too large"))
-                return
-        self._tail = (self._tail + data[max(start, stop - 3) : stop])[-3:]
+            self._trailers = True
 
     def _request_line_error(self, data: bytes, start: int, stop: int, method_error: bool) -> None:
         """llhttp refused the request line; classify it on the line's own bytes."""
@@ -532,7 +606,8 @@ class HTTPConnection:
                 # A coding before chunked (gzip, chunked) we would have to undo.
                 raise ProtocolError(501, "transfer coding not implemented")
         length = self._content_length
-        if length is not None and length > self._limits.max_body_size:
+        stream_body = self._stream_body
+        if stream_body is None and length is not None and length > self._limits.max_body_size:
             raise ProtocolError(413, "request body too large")
         raw = self._url
         path, _, query = raw.partition(b"?")
@@ -564,8 +639,9 @@ class HTTPConnection:
         self._current = request
         if te:
             self._state = _BODY_CHUNKED
-            self._tail = b""
-            self._stall = 0
+            self._line_len = 0
+            self._size_prefix = b""
+            self._trailers = False
         elif length:
             self._state = _BODY_LENGTH
             self._remaining = length
@@ -573,10 +649,24 @@ class HTTPConnection:
             return
         self._body_parts = []
         expect = self._expect
+        continue_wanted = False
         if expect is not None and version == "1.1":
             if expect.lower() != b"100-continue":
                 raise ProtocolError(417, "unsupported expectation")
-            request.expect_continue = True
+            request.expect_continue = continue_wanted = True
+        if stream_body is not None and stream_body(request):
+            limit = self._limits.max_stream_body_size
+            if length is not None and limit and length > limit:
+                raise ProtocolError(413, "request body too large")
+            # Streamed: the request goes out now, its body follows as Data events.
+            # A waiting client gets 100 Continue when the application first reads.
+            self._streaming = True
+            request.streamed = True
+            self._events.append(request)
+            return
+        if length is not None and length > self._limits.max_body_size:
+            raise ProtocolError(413, "request body too large")
+        if continue_wanted:
             self._pending_continue = request
 
     @staticmethod
@@ -595,22 +685,35 @@ class HTTPConnection:
         raise ProtocolError(400, "invalid request target")
 
     def on_body(self, body: bytes) -> None:
-        self._progress += 1
-        self._pending_continue = None
         self._body_size += len(body)
+        if self._streaming:
+            limit = self._limits.max_stream_body_size
+            if limit and self._body_size > limit:
+                # Deliver exactly up to the limit, so the outcome does not depend
+                # on how the reads cut the body.
+                fits = limit - (self._body_size - len(body))
+                if fits > 0:
+                    self._events.append(Data(body[:fits]))
+                raise ProtocolError(413, "request body too large")
+            self._events.append(Data(body))
+            return
+        self._pending_continue = None
         if self._body_size > self._limits.max_body_size:
             raise ProtocolError(413, "request body too large")
         self._body_parts.append(body)
 
-    def on_chunk_header(self) -> None:
-        self._progress += 1
-
-    def on_chunk_complete(self) -> None:
-        self._progress += 1
-
     def on_message_complete(self) -> None:
         request = self._current
         if request is None:  # pragma: no cover - llhttp always reports headers first
+            return
+        if self._streaming:
+            self._streaming = False
+            self._current = None
+            self._state = _IDLE
+            self.in_request = False
+            if not request.keep_alive:
+                self._stopped = True
+            self._events.append(END_OF_MESSAGE)
             return
         if self._state != _HEAD:
             parts = self._body_parts
@@ -643,6 +746,8 @@ class HTTPConnection:
             or self.close_after_response
             or self._responses >= self._limits.max_requests
             or (request.upgrade and not upgrade)
+            # Answered before its streamed body ended: the rest is never read.
+            or self._streaming
         )
         parts = [b"", _server_and_date()]
         try:

@@ -1,4 +1,4 @@
-"""The request the engine hands to the application: head plus buffered body."""
+"""The request the engine hands to the application: head plus buffered (or streamed) body."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class Request:
 
     __slots__ = (
         "body",
+        "body_stream",
         "client",
         "expect_continue",
         "extensions",
@@ -28,6 +29,7 @@ class Request:
         "query_string",
         "raw_path",
         "scheme",
+        "streamed",
         "upgrade",
     )
 
@@ -60,6 +62,12 @@ class Request:
         self.upgrade = False
         #: Per-connection facts a backend adds (TLS peer certificate, ...).
         self.extensions: dict[str, Any] = {}
+        #: True when the engine handed the request out at its head and streams the
+        #: body (``body`` stays empty; read ``body_stream`` instead).
+        self.streamed = False
+        #: The flow-controlled reader of a streamed body (:class:`zzz.body.RequestBody`),
+        #: attached by the backend; ``None`` for a buffered request.
+        self.body_stream: Any = None
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_path}>"
