@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -160,10 +161,8 @@ class RequestBody:
             if not waiter.done():
                 waiter.set_result(None)
         else:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
                 loop.call_soon_threadsafe(_resolve, waiter)
-            except RuntimeError:  # the loop closed: nobody waits any more
-                pass
 
     # ------------------------------------------------------------------ consumer side
 

@@ -25,6 +25,8 @@ MAX_PORT = 65535
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 #: Event-loop implementations ``EventLoopConfig.loop`` accepts.
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+#: Where the event-loop backend runs plain (``def``) handlers.
+SYNC_HANDLER_CHOICES = ("inline", "threadpool")
 
 
 class ConfigError(ValueError):
@@ -174,6 +176,16 @@ class Config:
         metadata=_help("requests served on one connection; the last carries Connection: close"),
     )
     kernel_backlog: int = field(default=128, metadata=_help("listen() backlog"))
+    sync_handlers: str = field(
+        default="inline",
+        metadata=_help("event-loop backend: run plain handlers inline on the loop (fast) or "
+                       "on the blocking pool (threadpool: safe for handlers that block)"),
+    )
+    loop_block_warn_ms: int = field(
+        default=100,
+        metadata=_help("event-loop backend: warn (naming the route) when one callback holds "
+                       "the loop longer than this; 0 disables the watchdog"),
+    )
     drain_timeout_ms: int = field(
         default=10_000, metadata=_help("graceful shutdown: wait this long for in-flight work")
     )
@@ -221,6 +233,7 @@ class Config:
                 "max_connections": (1, None),
                 "max_requests_per_connection": (1, None),
                 "kernel_backlog": (1, 65535),
+                "loop_block_warn_ms": (0, None),
                 "drain_timeout_ms": (0, None),
                 "ws_max_message_size": (1, None),
                 "ws_ping_interval_ms": (0, None),
@@ -228,6 +241,10 @@ class Config:
                 "ws_write_buffer_high": (1 * KIB, None),
             },
         )
+        if self.sync_handlers not in SYNC_HANDLER_CHOICES:
+            raise ConfigError(
+                "sync_handlers", f"must be one of {', '.join(SYNC_HANDLER_CHOICES)}, "
+                f"got {self.sync_handlers!r}")
         if self.tls is not None and not isinstance(self.tls, TlsConfig):
             raise ConfigError("tls", "must be a zzz.TlsConfig or None")
         if not isinstance(self.native, NativeConfig):

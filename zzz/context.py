@@ -36,6 +36,7 @@ from zzz.http.request import Request
 from zzz.http.response import Response, Stream
 
 if TYPE_CHECKING:
+    from zzz.body import RequestBody
     from zzz.routing import Route
     from zzz.server import Server
 
@@ -372,8 +373,39 @@ class Context:
         return value.partition(";")[0].strip().lower()
 
     def raw_body(self) -> bytes:
-        """The request body as received (already complete when the handler runs)."""
+        """The request body as received (already complete when the handler runs).
+
+        A route registered with ``stream=True`` does not buffer its body: read it
+        with :meth:`body_stream` instead (asking for ``raw_body`` there is a bug
+        this raises on, rather than silently answering with an empty body).
+        """
+        if self.request.streamed:
+            raise RuntimeError(
+                f"{self.request.method} {self.request.path}: the route streams its body; "
+                "read it with ctx.body_stream() (for/async for), not ctx.raw_body()")
         return self.request.body
+
+    def body_stream(self) -> RequestBody:
+        """The body of a ``stream=True`` route as it arrives: ``async for piece in
+        ctx.body_stream()`` in an ``async def`` handler, ``for piece in ...`` in a
+        plain one (the event-loop backend runs such handlers on its blocking pool).
+
+        Reading is the flow control: while the handler does not read, the server
+        stops reading the socket, so an upload never piles up in memory. A client
+        that sent ``Expect: 100-continue`` gets ``100 Continue`` on the first read.
+        The stream is bounded by ``max_stream_body_size``; crossing it (or the
+        client vanishing) raises :class:`zzz.body.BodyError` from the read.
+        On a route that does not stream, the buffered body comes as one piece.
+        """
+        body = self.request.body_stream
+        if body is None:
+            from zzz.body import RequestBody  # a buffered body as a one-piece stream
+
+            body = RequestBody()
+            body.push(self.request.body)
+            body.finish()
+            self.request.body_stream = body
+        return body  # type: ignore[no-any-return]
 
     def json_body(self) -> Any:
         """The body parsed as JSON; an invalid body is the client's error (400)."""

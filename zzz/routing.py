@@ -242,6 +242,7 @@ class Route:
     """
 
     __slots__ = (
+        "blocking",
         "chain",
         "first",
         "handler",
@@ -249,8 +250,10 @@ class Route:
         "method",
         "middleware",
         "name",
+        "offload",
         "param_names",
         "pattern",
+        "stream",
     )
 
     def __init__(
@@ -272,10 +275,18 @@ class Route:
         self.chain: tuple[Callable[[Context], Any], ...] = ()
         self.first: Callable[[Context], Any] = handler
         self.is_async = False
+        #: The body is streamed to the handler (``ctx.body_stream()``), not buffered.
+        self.stream = False
+        #: The plain handler blocks: never run it inline on an event loop.
+        self.blocking = False
+        #: Run this (plain) chain on the blocking pool on an event loop: it blocks,
+        #: or it reads a streamed body synchronously (which would wait on the loop).
+        self.offload = False
 
     def compile(self, router_middleware: Sequence[Middleware]) -> None:
         chain, is_async = build_chain([*router_middleware, *self.middleware], self.handler)
         self.chain, self.first, self.is_async = chain, chain[0], is_async
+        self.offload = not is_async and (self.blocking or self.stream)
 
     def __repr__(self) -> str:
         return f"<Route {self.method} {self.pattern}>"
@@ -284,7 +295,7 @@ class Route:
 class RouteSpec:
     """A route declared as data: ``get("/", index)``; the router registers it."""
 
-    __slots__ = ("handler", "methods", "middleware", "name", "path")
+    __slots__ = ("blocking", "handler", "methods", "middleware", "name", "path", "stream")
 
     def __init__(
         self,
@@ -293,12 +304,16 @@ class RouteSpec:
         handler: Handler,
         name: str | None = None,
         middleware: Sequence[Middleware] = (),
+        stream: bool = False,
+        blocking: bool = False,
     ) -> None:
         self.methods = tuple(methods)
         self.path = path
         self.handler = handler
         self.name = name
         self.middleware = tuple(middleware)
+        self.stream = stream
+        self.blocking = blocking
 
 
 class Scope:
@@ -334,10 +349,12 @@ def route(
     *,
     name: str | None = None,
     middleware: Sequence[Middleware] = (),
+    stream: bool = False,
+    blocking: bool = False,
 ) -> RouteSpec:
-    """Declare a route for one or more methods."""
+    """Declare a route for one or more methods (options as in :meth:`Router.route`)."""
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
-    return RouteSpec(methods, path, handler, name, middleware)
+    return RouteSpec(methods, path, handler, name, middleware, stream, blocking)
 
 
 def _declare(method: str) -> Callable[..., RouteSpec]:
@@ -347,8 +364,10 @@ def _declare(method: str) -> Callable[..., RouteSpec]:
         *,
         name: str | None = None,
         middleware: Sequence[Middleware] = (),
+        stream: bool = False,
+        blocking: bool = False,
     ) -> RouteSpec:
-        return RouteSpec((method,), path, handler, name, middleware)
+        return RouteSpec((method,), path, handler, name, middleware, stream, blocking)
 
     declare.__name__ = declare.__qualname__ = method.lower()
     declare.__doc__ = f"Declare a {method} route."
@@ -429,6 +448,8 @@ class Router:
         self._not_found_chain: tuple[Callable[[Context], Any], ...] = ()
         self._not_allowed_chain: tuple[Callable[[Context], Any], ...] = ()
         self._fallback_async = False
+        #: Some route streams its body: only then does the engine need to ask.
+        self._stream_routes = 0
         for item in middleware:
             self.use(item)
         self._compile_fallbacks()
@@ -472,6 +493,8 @@ class Router:
                 spec.handler,
                 name=spec.name,
                 middleware=middleware + spec.middleware,
+                stream=spec.stream,
+                blocking=spec.blocking,
             )
         else:
             raise TypeError(f"routes must hold get()/post()/.../scope() items, got {spec!r}")
@@ -484,6 +507,8 @@ class Router:
         *,
         name: str | None = None,
         middleware: Sequence[Middleware] = (),
+        stream: bool = False,
+        blocking: bool = False,
     ) -> list[Route]:
         """Register ``handler`` for ``methods`` on ``path``; every other form ends here.
 
@@ -506,6 +531,8 @@ class Router:
                 raise ValueError(f"route {path}: invalid method {raw_method!r}")
             method = raw_method.upper()
             new = Route(method, pattern.text, handler, tuple(middleware), name, pattern.param_names)
+            new.stream = bool(stream)
+            new.blocking = bool(blocking)
             new.compile(self._middleware)
             routes.append(new)
         seen: set[str] = set()
@@ -517,6 +544,7 @@ class Router:
         for new in routes:
             self._insert(new, pattern)
             self._routes.append(new)
+            self._stream_routes += new.stream
         if name is not None:
             self._names.setdefault(name, routes[0])
         return routes
@@ -570,49 +598,73 @@ class Router:
         *,
         name: str | None = None,
         middleware: Sequence[Middleware] = (),
+        stream: bool = False,
+        blocking: bool = False,
     ) -> Callable[[H], H]:
-        """Decorator: register the function for ``methods`` on ``path``."""
+        """Decorator: register the function for ``methods`` on ``path``.
+
+        ``stream=True``: the request body is not buffered; the handler reads it
+        with ``ctx.body_stream()`` as it arrives. ``blocking=True``: a plain
+        handler that blocks (I/O, CPU) runs on the bounded blocking pool on the
+        event-loop backend instead of inline on the loop (on the native backend
+        plain handlers always run on worker threads).
+        """
 
         def register(handler: H) -> H:
-            self.add_route(methods, path, handler, name=name, middleware=middleware)
+            self.add_route(methods, path, handler, name=name, middleware=middleware,
+                           stream=stream, blocking=blocking)
             return handler
 
         return register
 
     def get(
-        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = (),
+        stream: bool = False, blocking: bool = False,
     ) -> Callable[[H], H]:
-        return self.route("GET", path, name=name, middleware=middleware)
+        return self.route("GET", path, name=name, middleware=middleware, stream=stream,
+                          blocking=blocking)
 
     def post(
-        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = (),
+        stream: bool = False, blocking: bool = False,
     ) -> Callable[[H], H]:
-        return self.route("POST", path, name=name, middleware=middleware)
+        return self.route("POST", path, name=name, middleware=middleware, stream=stream,
+                          blocking=blocking)
 
     def put(
-        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = (),
+        stream: bool = False, blocking: bool = False,
     ) -> Callable[[H], H]:
-        return self.route("PUT", path, name=name, middleware=middleware)
+        return self.route("PUT", path, name=name, middleware=middleware, stream=stream,
+                          blocking=blocking)
 
     def patch(
-        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = (),
+        stream: bool = False, blocking: bool = False,
     ) -> Callable[[H], H]:
-        return self.route("PATCH", path, name=name, middleware=middleware)
+        return self.route("PATCH", path, name=name, middleware=middleware, stream=stream,
+                          blocking=blocking)
 
     def delete(
-        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = (),
+        stream: bool = False, blocking: bool = False,
     ) -> Callable[[H], H]:
-        return self.route("DELETE", path, name=name, middleware=middleware)
+        return self.route("DELETE", path, name=name, middleware=middleware, stream=stream,
+                          blocking=blocking)
 
     def head(
-        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = (),
+        stream: bool = False, blocking: bool = False,
     ) -> Callable[[H], H]:
-        return self.route("HEAD", path, name=name, middleware=middleware)
+        return self.route("HEAD", path, name=name, middleware=middleware, stream=stream,
+                          blocking=blocking)
 
     def options(
-        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = ()
+        self, path: str, *, name: str | None = None, middleware: Sequence[Middleware] = (),
+        stream: bool = False, blocking: bool = False,
     ) -> Callable[[H], H]:
-        return self.route("OPTIONS", path, name=name, middleware=middleware)
+        return self.route("OPTIONS", path, name=name, middleware=middleware, stream=stream,
+                          blocking=blocking)
 
     def ws(
         self,
@@ -735,6 +787,8 @@ class Router:
         ctx = Context(request, server, route.chain, None, route)
         if route.is_async:
             return self._run_async(ctx, route.first)
+        if (route.offload or server.offload_all_sync) and server.offload_sync:
+            return self._run_offloaded(ctx, route.first)
         try:
             result = route.first(ctx)
         except Exception as exc:
@@ -754,6 +808,8 @@ class Router:
             first = route.first
             if route.is_async:
                 return self._run_async(ctx, first)
+            if (route.offload or server.offload_all_sync) and server.offload_sync:
+                return self._run_offloaded(ctx, first)
         else:
             if not self._middleware:
                 return self._fallback_response(request.path, request.raw_path)
@@ -772,6 +828,45 @@ class Router:
         if result is not None and inspect.isawaitable(result):
             return self._finish_async(ctx, result)
         return ctx.build_response()
+
+    async def _run_offloaded(self, ctx: Context, first: Callable[[Context], Any]) -> Response:
+        """A plain chain that may block, run on the server's blocking pool (event loop)."""
+        import asyncio  # only reached on a running loop
+
+        def call() -> Response | Awaitable[Response]:
+            try:
+                result = first(ctx)
+            except Exception as exc:
+                return self._error(ctx, exc)
+            if result is not None and inspect.isawaitable(result):
+                return self._finish_async(ctx, result)
+            return ctx.build_response()
+
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(ctx.server.blocking_executor, call)
+        if isinstance(outcome, Response):
+            return outcome
+        return await outcome
+
+    def describe_route(self, request: Request) -> str:
+        """``route /users/:id, handler get_user`` for log lines about ``request``."""
+        found = self._find(request.method, request.path, request.raw_path)
+        if found is None:
+            return "no route"
+        route = found[0]
+        handler = getattr(route.handler, "__qualname__", None) or type(route.handler).__name__
+        return f"route {route.pattern}, handler {handler}"
+
+    def stream_body(self, request: Request) -> bool:
+        """The engine asks when a head with a body is complete: stream it? (the route's
+        ``stream=True``). Unmatched requests are buffered (and answered 404/405)."""
+        if not self._stream_routes:
+            return False
+        try:
+            found = self._find(request.method, request.path, request.raw_path)
+        except Exception:  # pragma: no cover - defensive: routing must never raise
+            return False
+        return found is not None and found[0].stream
 
     async def _run_async(self, ctx: Context, first: Callable[[Context], Any]) -> Response:
         try:

@@ -83,6 +83,11 @@ class Server:
         self.ssl_context: Any = None
         #: Where ``ctx.run_blocking`` sends work; set by backends that need one.
         self.blocking_executor: concurrent.futures.Executor | None = None
+        #: Set by a backend whose plain handlers would otherwise run on an event loop:
+        #: blocking routes (and every plain one with ``sync_handlers=threadpool``)
+        #: then run on ``blocking_executor``.
+        self.offload_sync = False
+        self.offload_all_sync = self.config.sync_handlers == "threadpool"
         #: The loop every coroutine of this process runs on, once the backend runs
         #: (the native backend's shared loop; the event-loop backend's main loop).
         self.coroutine_loop: asyncio.AbstractEventLoop | None = None

@@ -40,6 +40,8 @@ EXPECTED_FLAGS = {
     "max-connections": "max_connections",
     "max-requests-per-connection": "max_requests_per_connection",
     "kernel-backlog": "kernel_backlog",
+    "sync-handlers": "sync_handlers",
+    "loop-block-warn-ms": "loop_block_warn_ms",
     "drain-timeout-ms": "drain_timeout_ms",
     "ws-max-message-size": "ws_max_message_size",
     "ws-ping-interval-ms": "ws_ping_interval_ms",
@@ -72,6 +74,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "tls-ciphers": ("ECDHE+AESGCM", "ECDHE+AESGCM"),
     "tls-key-password": ("s3cret pass", "s3cret pass"),
     "eventloop-loop": ("asyncio", "asyncio"),
+    "sync-handlers": ("threadpool", "threadpool"),
 }
 #: TLS options need a certificate and key (and client certs a CA) to build a TlsConfig.
 TLS_BASE = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "base-ca.pem"]

@@ -130,6 +130,7 @@ CONFIG_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "max_connections": (1, None),
     "max_requests_per_connection": (1, None),
     "kernel_backlog": (1, 65535),
+    "loop_block_warn_ms": (0, None),
     "drain_timeout_ms": (0, None),
     "ws_max_message_size": (1, None),
     "ws_ping_interval_ms": (0, None),

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._watchdog import LoopWatchdog
 from zzz.body import BodyError, ClientDisconnected, RequestBody
 from zzz.http.connection import (
     CONTINUE_RESPONSE,
@@ -131,6 +132,8 @@ class LoopState:
         #: The request whose handler runs inline on the loop right now (the watchdog
         #: names it when the loop is held too long).
         self.current: Request | None = None
+        #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
+        self.watchdog: LoopWatchdog | None = None
         self.aserver: asyncio.base_events.Server | None = None
 
 
@@ -258,10 +261,13 @@ class HttpProtocol(asyncio.Protocol):
             request = events[0]
             if (type(request) is Request and not request.upgrade and not request.streamed
                     and not self._extensions):
+                state = self._state
+                state.current = request
                 try:
-                    result = self._state.backend.server.handle(request)
+                    result = state.backend.server.handle(request)
                 except Exception:
                     result = app_error(request)
+                state.current = None
                 if type(result) is Response and result.stream is None:
                     transport = self.transport
                     if transport is None:
@@ -789,6 +795,7 @@ class EventLoopBackend:
             thread_name_prefix="zzz-blocking",
         )
         server.blocking_executor = executor
+        server.offload_sync = True
         count = self.config.eventloop.event_loop_count
         threads = [
             threading.Thread(
@@ -835,11 +842,25 @@ class EventLoopBackend:
             backlog=self.config.kernel_backlog,
         )
         self.server.on_shutdown(lambda: _call_threadsafe(loop, stop.set))
+        watchdog = None
+        if self.config.loop_block_warn_ms:
+            watchdog = LoopWatchdog(loop, self.config.loop_block_warn_ms,
+                                    lambda: state.current, self._describe)
+            watchdog.start()
+            state.watchdog = watchdog
         if main:
             self.server.attach_timers(LoopTimers(loop))
             self.server.ready.set()
-        await stop.wait()
-        await self._drain(state)
+        try:
+            await stop.wait()
+            await self._drain(state)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+
+    def _describe(self, request: Request) -> str:
+        describe = getattr(self.server.app, "describe_route", None)
+        return str(describe(request)) if describe is not None else "-"
 
     async def _drain(self, state: LoopState) -> None:
         """Stop accepting, close idle connections, wait for in-flight requests."""

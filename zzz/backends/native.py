@@ -771,12 +771,18 @@ class NativeBackend:
         """Run the coroutine answering ``request`` on the shared loop. A streamed body
         is pumped from here (its reader is on the loop); then this worker lets go:
         the coroutine's completion queues the connection for the next free worker."""
+        body = request.body_stream
+        pumped = isinstance(body, RequestBody) and not body.done
+        if isinstance(body, RequestBody):
+            # The coroutine reads from the loop: this worker feeds it (and sends
+            # 100 Continue itself: only this thread writes to the socket).
+            body.pull = None
+            body.on_first_read = None
         future = self.coroutines.submit(_as_coroutine(awaitable))
         conn.waiting = future
         conn.waiting_request = request
-        body = request.body_stream
-        if isinstance(body, RequestBody) and not body.done:
-            body.pull = None
+        if pumped:
+            assert isinstance(body, RequestBody)
             self._pump(conn, request, body, future)
         future.add_done_callback(lambda _: self._requeue(conn))
 
@@ -789,7 +795,6 @@ class NativeBackend:
                 body.wait_started(PUMP_POLL_S)
             if future.done():
                 return  # answered without reading: no 100 Continue, a lingering close
-            body.on_first_read = None
             self._send_continue(conn)
         deadline = time.monotonic() + self.read_timeout
         while not body.done and not future.done():
