@@ -787,7 +787,8 @@ class Router:
         ctx = Context(request, server, route.chain, None, route)
         if route.is_async:
             return self._run_async(ctx, route.first)
-        if (route.offload or server.offload_all_sync) and server.offload_sync:
+        if (route.offload or (server is not None and server.offload_all_sync)) and (
+                server is not None and server.offload_sync):
             return self._run_offloaded(ctx, route.first)
         try:
             result = route.first(ctx)
@@ -808,7 +809,8 @@ class Router:
             first = route.first
             if route.is_async:
                 return self._run_async(ctx, first)
-            if (route.offload or server.offload_all_sync) and server.offload_sync:
+            if (route.offload or (server is not None and server.offload_all_sync)) and (
+                    server is not None and server.offload_sync):
                 return self._run_offloaded(ctx, first)
         else:
             if not self._middleware:
