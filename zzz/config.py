@@ -27,6 +27,10 @@ TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
 #: Where the event-loop backend runs plain (``def``) handlers.
 SYNC_HANDLER_CHOICES = ("inline", "threadpool")
+#: Application interfaces (see :mod:`zzz.interfaces`).
+INTERFACE_CHOICES = ("auto", "zzz", "asgi", "wsgi")
+#: ASGI lifespan modes.
+LIFESPAN_CHOICES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -176,6 +180,20 @@ class Config:
         metadata=_help("requests served on one connection; the last carries Connection: close"),
     )
     kernel_backlog: int = field(default=128, metadata=_help("listen() backlog"))
+    interface: str = field(
+        default="auto",
+        metadata=_help("application interface: auto (detect), zzz (Router), asgi or wsgi"),
+    )
+    root_path: str = field(
+        default="",
+        metadata=_help("path prefix the app is mounted under behind a proxy "
+                       "(ASGI root_path, WSGI SCRIPT_NAME)"),
+    )
+    lifespan: str = field(
+        default="auto",
+        metadata=_help("ASGI lifespan: auto (use it when the app supports it), on "
+                       "(an app that refuses it fails start-up) or off"),
+    )
     sync_handlers: str = field(
         default="inline",
         metadata=_help("event-loop backend: run plain handlers inline on the loop (fast) or "
@@ -241,6 +259,16 @@ class Config:
                 "ws_write_buffer_high": (1 * KIB, None),
             },
         )
+        if self.interface not in INTERFACE_CHOICES:
+            raise ConfigError(
+                "interface", f"must be one of {', '.join(INTERFACE_CHOICES)}, "
+                f"got {self.interface!r}")
+        if self.lifespan not in LIFESPAN_CHOICES:
+            raise ConfigError(
+                "lifespan", f"must be one of {', '.join(LIFESPAN_CHOICES)}, got {self.lifespan!r}")
+        if not isinstance(self.root_path, str) or (
+                self.root_path and not self.root_path.startswith("/")):
+            raise ConfigError("root_path", f"must be empty or start with '/', got {self.root_path!r}")
         if self.sync_handlers not in SYNC_HANDLER_CHOICES:
             raise ConfigError(
                 "sync_handlers", f"must be one of {', '.join(SYNC_HANDLER_CHOICES)}, "

@@ -24,3 +24,8 @@ class HTTPError(Exception):
         self.detail = detail or reason(status)
         self.headers = list(headers)
         super().__init__(f"{status} {self.detail}")
+
+
+class StartupError(Exception):
+    """The application failed to start (a startup hook, an ASGI lifespan startup):
+    the server does not serve, and the CLI exits with status 2 and this message."""

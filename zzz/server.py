@@ -14,12 +14,13 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import FrameType, ModuleType
 from typing import Any, Protocol
 
 from zzz import backends
 from zzz.config import Config
+from zzz.errors import StartupError
 from zzz.http.connection import StreamPredicate
 from zzz.http.request import Request
 from zzz.http.response import Response
@@ -56,10 +57,14 @@ class Server:
     """
 
     def __init__(
-        self, app: Application, config: Config | None = None, backend: str = "native"
+        self, app: Application | Any, config: Config | None = None, backend: str = "native"
     ) -> None:
-        self.app = app
         self.config = config if config is not None else Config()
+        from zzz.interfaces import adapt
+
+        #: The application, as zzz's contract: a Router as it is, an ASGI or WSGI
+        #: callable through its adapter (``config.interface``, detected by default).
+        self.app: Application = adapt(app, self.config.interface, self.config)
         self.backend_name = backend
         self.backend: ModuleType = backends.load(backend)
         #: Which request bodies are streamed rather than buffered (the application's
@@ -80,6 +85,7 @@ class Server:
         #: thread may add a timer while ``listen()`` attaches the service).
         self._timers_lock = threading.Lock()
         self._signals = 0
+        self._started_app = False
         self.ssl_context: Any = None
         #: Where ``ctx.run_blocking`` sends work; set by backends that need one.
         self.blocking_executor: concurrent.futures.Executor | None = None
@@ -167,6 +173,33 @@ class Server:
         log.info("TLS certificate reloaded from %s", self.config.tls.cert_file)
 
     # ------------------------------------------------------------------ application
+
+    def run_startup(self, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        """Run the application's start-up (hooks, ASGI lifespan) with ``run``, which
+        executes a coroutine on the loop the process's coroutines share. Called by
+        the backend before the first accept; a failure is a :class:`StartupError`."""
+        startup = getattr(self.app, "startup", None)
+        if startup is None:
+            return
+        try:
+            run(startup(self))
+        except StartupError:
+            raise
+        except Exception as exc:
+            raise StartupError(f"application start-up failed: {type(exc).__name__}: {exc}"
+                               ) from exc
+        self._started_app = True
+
+    def run_shutdown(self, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        """Run the application's shutdown after the drain (errors are logged)."""
+        shutdown = getattr(self.app, "shutdown", None)
+        if shutdown is None or not self._started_app:
+            return
+        self._started_app = False
+        try:
+            run(shutdown(self))
+        except Exception:
+            log.exception("application shutdown failed")
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Run the application for ``request`` (backends call this)."""

@@ -51,6 +51,7 @@ from zzz.http.response import Response
 if TYPE_CHECKING:
     from zzz.config import Config
     from zzz.context import Context, Query
+    from zzz.http.request import Request
 
 log = logging.getLogger("zzz.websocket")
 #: The protocol library logs every connection close at INFO (and frames at DEBUG):
@@ -583,3 +584,60 @@ class WebSocketEndpoint:
 def log_callback_error(name: str, ws: WebSocket) -> None:
     """Log a callback's exception with its traceback (the caller closes with 1011)."""
     log.exception("WebSocket %s callback failed for %s", name, ws.path)
+
+
+# ---------------------------------------------------------------------- other interfaces
+
+
+class BadUpgradeError(Exception):
+    """An opening handshake refused before any application code ran (400 or 426)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+    def response(self) -> Response:
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if self.status == 426:
+            headers.append(("Sec-WebSocket-Version", WS_VERSION))
+        return Response(self.status, headers, f"{self.status} {self.detail}\n".encode())
+
+
+def handshake_headers(
+    request: Request, compression: bool = True
+) -> tuple[list[tuple[str, str]], list[Extension]]:
+    """Validate ``request``'s handshake: the 101's headers and the accepted extensions.
+
+    The same checks a Router WebSocket route makes, for interfaces without a
+    Router (ASGI): raises :class:`BadUpgradeError`.
+    """
+    try:
+        key = check_upgrade(request.method, request.http_version, request.headers)
+        ext_header, extensions = (
+            negotiate_extensions(request.headers.get_all("sec-websocket-extensions"))
+            if compression
+            else (None, [])
+        )
+    except _BadUpgrade as exc:
+        raise BadUpgradeError(exc.status, exc.detail) from None
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(key)),
+    ]
+    if ext_header is not None:
+        headers.append(("Sec-WebSocket-Extensions", ext_header))
+    return headers, extensions
+
+
+def upgrade_response(handler: object, request: Request, headers: list[tuple[str, str]],
+                     extensions: list[Extension]) -> Response:
+    """A 101 that switches the connection to zzz's WebSocket driver, with ``handler``'s
+    ``on_open``/``on_message``/``on_close`` as the callbacks."""
+    from zzz.context import Context
+
+    endpoint = WebSocketEndpoint(handler)
+    response = Response(101, headers)
+    response.upgrade = Upgrade(endpoint, Context(request, None), extensions)  # type: ignore[arg-type]
+    return response

@@ -41,6 +41,9 @@ EXPECTED_FLAGS = {
     "max-requests-per-connection": "max_requests_per_connection",
     "kernel-backlog": "kernel_backlog",
     "sync-handlers": "sync_handlers",
+    "interface": "interface",
+    "root-path": "root_path",
+    "lifespan": "lifespan",
     "loop-block-warn-ms": "loop_block_warn_ms",
     "drain-timeout-ms": "drain_timeout_ms",
     "ws-max-message-size": "ws_max_message_size",
@@ -75,6 +78,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "tls-key-password": ("s3cret pass", "s3cret pass"),
     "eventloop-loop": ("asyncio", "asyncio"),
     "sync-handlers": ("threadpool", "threadpool"),
+    "interface": ("wsgi", "wsgi"),
+    "root-path": ("/api", "/api"),
+    "lifespan": ("off", "off"),
 }
 #: TLS options need a certificate and key (and client certs a CA) to build a TlsConfig.
 TLS_BASE = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "base-ca.pem"]

@@ -804,15 +804,16 @@ class EventLoopBackend:
             )
             for i in range(1, count)
         ]
-        for thread in threads:
-            thread.start()
+        #: Started by the main loop once the application's start-up succeeded.
+        self._secondary = threads
         try:
             self._run_loop(listener, True)
         finally:
             # The other loops drain in parallel, up to the same drain deadline.
             deadline = time.monotonic() + self.config.drain_timeout_ms / 1000.0 + LOOP_JOIN_S
             for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.ident is not None:  # started (not when start-up failed)
+                    thread.join(max(0.0, deadline - time.monotonic()))
             executor.shutdown(wait=False, cancel_futures=True)
             server.blocking_executor = None
             with contextlib.suppress(OSError):
@@ -834,6 +835,13 @@ class EventLoopBackend:
     async def _serve(self, state: LoopState, listener: socket.socket, main: bool) -> None:
         loop = state.loop
         stop = asyncio.Event()
+        if main:
+            # Before the first accept, on the loop coroutines run on (loop-bound
+            # objects made at start-up work in handlers); then the other loops.
+            self.server.coroutine_loop = loop
+            await self._app_lifecycle("startup")
+            for thread in self._secondary:
+                thread.start()
         state.aserver = await loop.create_server(
             lambda: HttpProtocol(state),
             sock=listener,
@@ -854,9 +862,36 @@ class EventLoopBackend:
         try:
             await stop.wait()
             await self._drain(state)
+            if main:
+                await self._app_lifecycle("shutdown")
         finally:
             if watchdog is not None:
                 watchdog.stop()
+
+    async def _app_lifecycle(self, stage: str) -> None:
+        """Run the app's start-up or shutdown here, on the loop (from the server's
+        synchronous helpers, which expect a runner for the coroutine)."""
+        pending: list[Any] = []
+        if stage == "startup":
+            self.server.run_startup(pending.append)
+        else:
+            self.server.run_shutdown(pending.append)
+        for coro in pending:
+            if stage == "startup":
+                try:
+                    await coro
+                except Exception as exc:
+                    from zzz.errors import StartupError
+
+                    if isinstance(exc, StartupError):
+                        raise
+                    raise StartupError(
+                        f"application start-up failed: {type(exc).__name__}: {exc}") from exc
+            else:
+                try:
+                    await asyncio.wait_for(coro, max(1.0, self.config.drain_timeout_ms / 1000))
+                except Exception:
+                    log.exception("application shutdown failed")
 
     def _describe(self, request: Request) -> str:
         describe = getattr(self.server.app, "describe_route", None)

@@ -407,6 +407,14 @@ class NativeBackend:
         server = self.server
         server.address = bound_address(self.listener)
         self.listener.setblocking(False)
+        try:
+            server.run_startup(self.coroutines.run)
+        except BaseException:
+            self.coroutines.stop()
+            self.blocking.shutdown(wait=False)
+            self.parker.close()
+            self.listener.close()
+            raise
         timers = ThreadTimerService()
         server.attach_timers(timers)
         for i in range(self.config.native_workers):
@@ -432,12 +440,17 @@ class NativeBackend:
             for thread in self.workers:
                 thread.join(max(0.0, join_until - time.monotonic()))
             self.websockets.stop()
+            server.run_shutdown(self._run_within_drain)
             self.coroutines.stop()
             self.blocking.shutdown(wait=False, cancel_futures=True)
             self.server.blocking_executor = None
             self.parker.close()
             with contextlib.suppress(OSError):
                 self.listener.close()
+
+    def _run_within_drain(self, coro: Any) -> None:
+        """Run the app's shutdown on the shared loop, bounded by the drain deadline."""
+        self.coroutines.run(coro, max(1.0, self.config.drain_timeout_ms / 1000.0))
 
     def _accept_loop(self) -> None:
         next_sweep = time.monotonic() + self.sweep_interval
