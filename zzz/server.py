@@ -21,6 +21,7 @@ from zzz import backends
 from zzz.config import Config
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.lifecycle import run_app_hook
 from zzz.timers import Timer, TimerService
 
 log = logging.getLogger("zzz.server")
@@ -86,10 +87,19 @@ class Server:
     # ------------------------------------------------------------------ lifecycle
 
     def listen(self) -> None:
-        """Serve until shutdown. Installs SIGINT/SIGTERM handlers when on the main thread."""
+        """Serve until shutdown. Installs SIGINT/SIGTERM handlers when on the main thread.
+
+        The application's ``startup`` runs before the backend binds (a failure
+        raises :class:`~zzz.lifecycle.StartupError`), its ``shutdown`` after the
+        backend drained and returned.
+        """
         restore = self._install_signal_handlers()
         try:
-            self.backend.listen(self)
+            run_app_hook(self, "startup")  # lead: move onto shared loop
+            try:
+                self.backend.listen(self)
+            finally:
+                run_app_hook(self, "shutdown")  # lead: move onto shared loop
         finally:
             for signum, previous in restore:
                 signal.signal(signum, previous)
