@@ -11,6 +11,7 @@ from zzz.errors import HTTPError
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.lifecycle import StartupError, State
 from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
@@ -32,6 +33,8 @@ __all__ = [
     "Response",
     "Router",
     "Server",
+    "StartupError",
+    "State",
     "Timer",
     "TlsConfig",
     "WebSocket",
