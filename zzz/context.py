@@ -36,6 +36,7 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -766,8 +767,12 @@ class Context:
             body = _json.dumps(value, separators=(",", ":")).encode("ascii")
             content_type = APPLICATION_JSON
         else:
-            hint = (" (set the status with ctx.status and return the body)"
-                    if isinstance(value, tuple) else "")
+            hint = ""
+            if isinstance(value, tuple):
+                hint = " (set the status with ctx.status and return the body)"
+            elif isinstance(value, Coroutine):
+                value.close()  # never awaited: no "never awaited" warning on top
+                hint = " (a sync middleware cannot await it: make the middleware async)"
             raise TypeError(
                 f"handler {describe(source)} returned a {type(value).__name__}: return str, "
                 f"bytes, dict, list, a zzz.Response or None{hint}"
