@@ -230,6 +230,12 @@ def _failure(what: str, exc: BaseException) -> str:
     return f"{what} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
+async def _awaited(result: object) -> None:
+    """Await ``result`` when it is awaitable (an application's plain ``startup()`` is fine)."""
+    if inspect.isawaitable(result):
+        await result
+
+
 #: The loop each server's start-up ran on, kept (idle) for its shutdown: a lifespan
 #: generator must be resumed on the loop it started on, and ``asyncio.run`` would
 #: close it (``shutdown_asyncgens``) before shutdown could leave it.
@@ -253,7 +259,7 @@ def run_app_hook(server: Server, stage: str) -> None:
             return
         loop = _stage_loops[server] = asyncio.new_event_loop()
         try:
-            loop.run_until_complete(method(server))  # lead: move onto shared loop
+            loop.run_until_complete(_awaited(method(server)))  # lead: move onto shared loop
         except BaseException as exc:
             del _stage_loops[server]
             loop.close()
@@ -266,7 +272,7 @@ def run_app_hook(server: Server, stage: str) -> None:
     loop = _stage_loops.pop(server)
     try:
         if method is not None:
-            loop.run_until_complete(method(server))  # lead: move onto shared loop
+            loop.run_until_complete(_awaited(method(server)))  # lead: move onto shared loop
     except Exception:
         log.exception("application shutdown failed")
     finally:
