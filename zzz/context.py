@@ -772,7 +772,7 @@ class Context:
                 hint = " (set the status with ctx.status and return the body)"
             elif isinstance(value, Coroutine):
                 value.close()  # never awaited: no "never awaited" warning on top
-                hint = " (a sync middleware cannot await it: make the middleware async)"
+                hint = " (an un-awaited coroutine: await it, and make its caller async def)"
             raise TypeError(
                 f"handler {describe(source)} returned a {type(value).__name__}: return str, "
                 f"bytes, dict, list, a zzz.Response or None{hint}"
