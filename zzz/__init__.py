@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.config import Config, ConfigError, EventLoopConfig, NativeConfig, TlsConfig
 from zzz.context import Context
-from zzz.errors import HTTPError
+from zzz.errors import HTTPError, StartupError
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.lifecycle import State
 from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
@@ -32,6 +33,8 @@ __all__ = [
     "Response",
     "Router",
     "Server",
+    "StartupError",
+    "State",
     "Timer",
     "TlsConfig",
     "WebSocket",

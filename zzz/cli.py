@@ -9,7 +9,12 @@ new setting is written once, in :mod:`zzz.config`, and appears here by itself.
 Precedence is flag, then environment variable, then the dataclass default.
 Usage and configuration errors print exactly one line on stderr
 (``zzz: error: port: must be <= 65535, got 70000``) and exit with status 2:
-an operator reading a service log wants the reason, not a traceback.
+an operator reading a service log wants the reason, not a traceback. So do
+the application's own failures before it serves: any exception while importing
+it (``zzz: error: app: cannot import 'myapp': KeyError: 'DATABASE_URL'
+(myapp/settings.py, line 3)``, the location being the deepest frame of the
+user's code, not of the standard library or zzz) and a failed start-up hook
+or lifespan. ``--debug`` (or ``ZZZ_DEBUG=1``) prints the whole traceback first.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import importlib
 import logging
 import os
 import sys
+import sysconfig
 import threading
+import traceback
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Union, get_args, get_origin, ge
 
 from zzz import backends
 from zzz.config import Config, ConfigError
+from zzz.errors import StartupError
 
 if TYPE_CHECKING:
     from zzz.server import Application, Server
@@ -186,7 +194,7 @@ def derive_groups(root: type = Config) -> tuple[ConfigGroup, ...]:
 
 
 #: Flags the CLI defines itself; a config field deriving one of these is a bug.
-RESERVED_FLAGS = frozenset({"backend", "log-level", "help", "version"})
+RESERVED_FLAGS = frozenset({"backend", "log-level", "debug", "help", "version"})
 
 CONFIG_GROUPS: tuple[ConfigGroup, ...] = derive_groups()
 
@@ -236,6 +244,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=f"{{{','.join(LOG_LEVELS)}}}",
         default=None,
         help=f"logging level [env {env_name('log-level')}; default: {DEFAULT_LOG_LEVEL}]",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=None,
+        help="print the whole traceback when the app cannot be imported or started "
+        f"[env {env_name('debug')}; default: off]",
     )
     for group in CONFIG_GROUPS:
         section = parser.add_argument_group(group.title)
@@ -300,6 +315,8 @@ class RunOptions:
     backend: str
     config: Config
     log_level: str
+    #: Print whole tracebacks for app import and start-up failures.
+    debug: bool = False
 
 
 def _pick(
@@ -319,20 +336,26 @@ def _from_env(source: str | None) -> str:
     return f" (from {source})" if source not in (None, "flag") else ""
 
 
+def _convert_bool(name: str, raw: Any, source: str | None) -> bool:
+    if isinstance(raw, bool):  # a flag
+        return raw
+    text = str(raw)
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise CliError(
+        f"{name}: must be a boolean (1/0/true/false/yes/no), got {text!r}" + _from_env(source)
+    )
+
+
 def _convert(option: ConfigOption, raw: Any, source: str | None) -> Any:
     if isinstance(raw, bool):  # a BooleanOptionalAction flag
         return raw
     text = str(raw)
     if option.kind is bool:
-        word = text.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-        raise CliError(
-            f"{option.name}: must be a boolean (1/0/true/false/yes/no), got {text!r}"
-            + _from_env(source)
-        )
+        return _convert_bool(option.name, raw, source)
     if option.optional and not text.strip():
         return None
     if option.kind is int:
@@ -396,6 +419,9 @@ def parse_run(argv: Sequence[str], environ: Mapping[str, str]) -> RunOptions:
         raise CliError(f"log_level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
                        + _from_env(source))
 
+    debug_raw, source = _pick(namespace.debug, environ, env_name("debug"))
+    debug = False if debug_raw is None else _convert_bool("debug", debug_raw, source)
+
     sources: dict[str, str | None] = {}
     root, *nested = CONFIG_GROUPS
     parts = {
@@ -403,7 +429,8 @@ def parse_run(argv: Sequence[str], environ: Mapping[str, str]) -> RunOptions:
     }
     config = _build_group(root, namespace, environ, parts, sources)
     assert isinstance(config, Config)
-    return RunOptions(app=namespace.app, backend=backend, config=config, log_level=level)
+    return RunOptions(app=namespace.app, backend=backend, config=config, log_level=level,
+                      debug=debug)
 
 
 def build_config(
@@ -440,8 +467,8 @@ def load_app(spec: str, search_dir: str | None = None) -> Application:
         sys.path.insert(0, directory)
     try:
         module = importlib.import_module(module_name)
-    except (ImportError, SyntaxError) as exc:
-        raise CliError(f"app: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # whatever the app's import raises (KeyError from os.environ, ...)
+        raise CliError(f"app: cannot import {module_name!r}: {describe_exception(exc)}") from exc
     target: Any = module
     walked: list[str] = []
     for part in attr.split("."):
@@ -452,6 +479,11 @@ def load_app(spec: str, search_dir: str | None = None) -> Application:
             raise CliError(
                 f"app: module {module_name!r} has no attribute {'.'.join(walked)!r}"
             ) from None
+        except Exception as exc:  # a module __getattr__ or property that fails
+            raise CliError(
+                f"app: reading {'.'.join(walked)!r} of {module_name!r} failed: "
+                f"{describe_exception(exc)}"
+            ) from exc
     if not (callable(getattr(target, "handle", None))
             and callable(getattr(target, "check_continue", None))):
         raise CliError(
@@ -460,6 +492,54 @@ def load_app(spec: str, search_dir: str | None = None) -> Application:
         )
     app: Application = target
     return app
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """Directories whose frames are not "the user's code": the standard library,
+    installed packages and zzz itself (the first pass of :func:`blame` skips them)."""
+    paths = sysconfig.get_paths()
+    dirs = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    dirs.add(os.path.dirname(os.path.abspath(__file__)))
+    return tuple(os.path.join(os.path.abspath(d), "") for d in dirs)
+
+
+def blame(exc: BaseException) -> str | None:
+    """``"file, line N"`` of the user's code that raised ``exc``, or ``None``.
+
+    A ``SyntaxError`` names the file it is in. Otherwise the deepest frame
+    outside the standard library, installed packages and zzz (an app installed
+    as a package: outside the standard library and zzz), shown relative to the
+    current directory when it is below it.
+    """
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{_shown(exc.filename)}, line {exc.lineno}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<")]
+    libraries = _library_dirs()
+    stdlib_and_zzz = tuple(
+        d for d in libraries if "-packages" not in d or d.endswith(os.path.join("zzz", ""))
+    )
+    for skip in (libraries, stdlib_and_zzz):
+        for frame in reversed(frames):
+            if not os.path.abspath(frame.filename).startswith(skip):
+                return f"{_shown(frame.filename)}, line {frame.lineno}"
+    return None
+
+
+def _shown(filename: str) -> str:
+    path = os.path.abspath(filename)
+    cwd = os.path.join(os.getcwd(), "")
+    return path[len(cwd):] if path.startswith(cwd) else path
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``KeyError: 'DATABASE_URL' (settings.py, line 3)``: one line naming cause and place."""
+    detail = " ".join(str(exc).split())
+    if isinstance(exc, SyntaxError) and exc.msg:
+        detail = exc.msg
+    text = type(exc).__name__ + (f": {detail}" if detail else "")
+    where = blame(exc)
+    return f"{text} ({where})" if where else text
 
 
 # --------------------------------------------------------------------------- serving
@@ -505,7 +585,7 @@ def _announce_when_ready(server: Server, backend: str, workers: int) -> None:
             return
 
 
-def serve(server: Server, backend: str) -> int:
+def serve(server: Server, backend: str, debug: bool = False) -> int:
     """Run ``server.listen()`` until a graceful shutdown; the process exit status."""
     workers = worker_count(backend, server.config)
     notifier = threading.Thread(
@@ -515,6 +595,9 @@ def serve(server: Server, backend: str) -> int:
     notifier.start()
     try:
         server.listen()
+    except StartupError as exc:
+        _print_error(str(exc), exc if debug else None)
+        return EXIT_USAGE
     except OSError as exc:
         if server.ready.is_set():
             raise
@@ -526,7 +609,11 @@ def serve(server: Server, backend: str) -> int:
     return 0
 
 
-def _print_error(message: str) -> None:
+def _print_error(message: str, exc: BaseException | None = None) -> None:
+    """The one error line; with ``exc`` (``--debug``), the traceback of its cause first."""
+    if exc is not None:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        traceback.print_exception(cause, file=sys.stderr)
     one_line = " ".join(message.splitlines())
     print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
 
@@ -547,6 +634,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         app = load_app(options.app)
         server = make_server(app, options)
     except CliError as exc:
-        _print_error(str(exc))
+        _print_error(str(exc), exc if options.debug and exc.__cause__ is not None else None)
         return EXIT_USAGE
-    return serve(server, options.backend)
+    return serve(server, options.backend, options.debug)

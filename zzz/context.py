@@ -9,6 +9,20 @@ headers, body or stream) and the router turns them into one
 :class:`~zzz.http.response.Response` at the end. A handler that sets nothing
 answers ``200`` with an empty body (``Content-Length: 0``): "it ran and had
 nothing to say" is a success, and a 404/500 there would hide the route.
+
+Mistakes surface where they are made. The response helpers check their
+arguments at the call (a ``dict`` passed to :meth:`Context.respond` is a
+``TypeError`` whose traceback points at the handler's line); a ready-made
+:class:`~zzz.http.response.Response`, set with :meth:`Context.set_response` or
+returned by a handler (:meth:`Context.apply_return`), is checked when the
+context takes it; a streamed item that is neither ``bytes`` nor ``str`` ends the
+stream with a ``TypeError`` naming the method, path and handler. So nothing the
+context hands the router can make a backend fail: a body is always ``bytes``
+and every header field has been checked once.
+
+``ctx.server`` is the :class:`~zzz.server.Server` answering the request (its
+timers, ``shutdown()``, ``config`` and bound ``address``); ``ctx.state`` is the
+application's shared ``app.state`` (:mod:`zzz.lifecycle`).
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
@@ -34,10 +49,12 @@ from zzz.errors import HTTPError
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response, Stream
+from zzz.lifecycle import describe
 
 if TYPE_CHECKING:
     from zzz.body import RequestBody
-    from zzz.routing import Route
+    from zzz.lifecycle import State
+    from zzz.routing import Route, Router
     from zzz.server import Server
 
 T = TypeVar("T")
@@ -153,28 +170,89 @@ def check_header(name: str, value: str) -> None:
             ) from None
 
 
-def _encode_chunks(chunks: Iterable[bytes | str]) -> Iterator[bytes]:
+def _as_body(body: object, what: str) -> bytes:
+    """``body`` as bytes (``str`` as UTF-8, bytes-like copied); ``TypeError`` otherwise."""
+    if body.__class__ is bytes:
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    hint = " (use ctx.json() for JSON)" if isinstance(body, dict | list) else ""
+    raise TypeError(f"{what} must be bytes or str, got {type(body).__name__}{hint}")
+
+
+def _bad_chunk(chunk: object, ctx: Context) -> TypeError:
+    request = ctx.request
+    route = ctx.route
+    return TypeError(
+        f"{request.method} {request.path}: the stream of handler "
+        f"{route.label if route is not None else '-'} yielded a {type(chunk).__name__}, "
+        "expected bytes or str"
+    )
+
+
+def _encode_chunks(chunks: Iterable[bytes | str], ctx: Context) -> Iterator[bytes]:
     # When the backend closes this wrapper (client gone, HEAD), close what it
     # wraps too: a ``for`` loop left early does not, and the handler's generator
     # must run its ``finally`` now, not when the garbage collector gets to it.
     try:
         for chunk in chunks:
-            yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+            if chunk.__class__ is bytes:
+                yield chunk
+            elif isinstance(chunk, str):
+                yield chunk.encode("utf-8")
+            elif isinstance(chunk, bytearray | memoryview):
+                yield bytes(chunk)
+            else:
+                raise _bad_chunk(chunk, ctx)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
 
 
-async def _aencode_chunks(chunks: AsyncIterable[bytes | str]) -> AsyncIterator[bytes]:
+async def _aencode_chunks(
+    chunks: AsyncIterable[bytes | str], ctx: Context
+) -> AsyncIterator[bytes]:
     # As _encode_chunks: an ``async for`` left early does not ``aclose`` its source.
     try:
         async for chunk in chunks:
-            yield chunk.encode("utf-8") if isinstance(chunk, str) else chunk
+            if chunk.__class__ is bytes:
+                yield chunk
+            elif isinstance(chunk, str):
+                yield chunk.encode("utf-8")
+            elif isinstance(chunk, bytearray | memoryview):
+                yield bytes(chunk)
+            else:
+                raise _bad_chunk(chunk, ctx)
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _checked_stream(chunks: object, ctx: Context) -> Stream:
+    """``chunks`` wrapped so every item is checked (and ``str`` encoded) as it is sent."""
+    if isinstance(chunks, AsyncIterable):
+        return _aencode_chunks(chunks, ctx)
+    if isinstance(chunks, Iterable) and not isinstance(chunks, str | bytes):
+        return _encode_chunks(chunks, ctx)
+    raise TypeError(f"a response stream must be an iterable or async iterable, got {chunks!r}")
+
+
+def _check_fields(headers: object) -> list[tuple[str, str]]:
+    """A response's header fields as a list of ``(str, str)``, each checked."""
+    if not isinstance(headers, list | tuple):
+        raise TypeError(f"response headers must be a list of (name, value), got {headers!r}")
+    fields: list[tuple[str, str]] = []
+    for field in headers:
+        if not (isinstance(field, tuple | list) and len(field) == 2
+                and isinstance(field[0], str) and isinstance(field[1], str)):
+            raise TypeError(f"a response header must be a (str, str) pair, got {field!r}")
+        check_header(field[0], field[1])
+        fields.append((field[0], field[1]))
+    return fields
 
 
 def _file_chunks(path: str) -> Iterator[bytes]:
@@ -223,6 +301,8 @@ class Context:
         "_response",
         "_status",
         "_stream",
+        "_unchecked",
+        "app",
         "params",
         "request",
         "route",
@@ -236,9 +316,14 @@ class Context:
         chain: tuple[Callable[[Context], Any], ...] = (),
         params: dict[str, str] | None = None,
         route: Route | None = None,
+        app: Router | None = None,
     ) -> None:
         self.request = request
+        #: The server answering this request: timers (``add_timer``), ``shutdown()``,
+        #: ``config``, the bound ``address``.
         self.server = server
+        #: The application (router) that matched the request.
+        self.app = app
         #: Path parameters of the matched route (``:name`` and ``*name`` segments).
         self.params: Mapping[str, str] = _NO_PARAMS if params is None else params
         #: The matched route, or ``None`` for a 404/405 answered by the router.
@@ -252,6 +337,8 @@ class Context:
         self._stream: Stream | None = None
         self._response: Response | None = None
         self._lazy: _Lazy | None = None
+        #: ``response_headers`` was handed out: check its fields when building.
+        self._unchecked = False
 
     def _parsed(self) -> _Lazy:
         lazy = self._lazy
@@ -317,6 +404,16 @@ class Context:
         if query is None:
             query = lazy.query = Query.parse(_as_utf8_text(self.request.query_string))
         return query
+
+    @property
+    def state(self) -> State:
+        """The application's shared ``app.state`` (set in start-up hooks or the lifespan)."""
+        app = self.app if self.app is not None else getattr(self.server, "app", None)
+        state = getattr(app, "state", None)
+        if state is None:
+            raise RuntimeError("ctx.state: this context belongs to no application with state")
+        result: State = state
+        return result
 
     @property
     def assigns(self) -> dict[str, Any]:
@@ -473,21 +570,29 @@ class Context:
         headers = self._headers
         if headers is None:
             headers = self._headers = []
+        self._unchecked = True
         return headers
 
     def respond(self, status: int, content_type: str, body: bytes | str) -> None:
-        """Answer ``status`` with ``body`` (``str`` is sent as UTF-8)."""
+        """Answer ``status`` with ``body`` (``str`` is sent as UTF-8).
+
+        Wrong argument types raise ``TypeError`` here, at the caller's line.
+        """
         _check_status(status)
+        if not isinstance(content_type, str):
+            raise TypeError(f"respond() content_type must be str, got {content_type!r}")
         check_header("Content-Type", content_type)
+        self._body = _as_body(body, "respond() body")
         self._status = status
         self._content_type = content_type
-        self._body = body.encode("utf-8") if isinstance(body, str) else body
         self._stream = None
 
     def text(self, status: int, body: str) -> None:
         """Answer with ``text/plain; charset=utf-8``."""
         if status.__class__ is not int or not MIN_STATUS <= status <= MAX_STATUS:
             _check_status(status)
+        if body.__class__ is not str and not isinstance(body, str):
+            raise TypeError(f"text() body must be str, got {type(body).__name__}")
         self._status = status
         self._content_type = TEXT_PLAIN
         self._body = body.encode("utf-8")
@@ -497,6 +602,8 @@ class Context:
         """Answer with ``text/html; charset=utf-8``."""
         if status.__class__ is not int or not MIN_STATUS <= status <= MAX_STATUS:
             _check_status(status)
+        if body.__class__ is not str and not isinstance(body, str):
+            raise TypeError(f"html() body must be str, got {type(body).__name__}")
         self._status = status
         self._content_type = TEXT_HTML
         self._body = body.encode("utf-8")
@@ -535,16 +642,13 @@ class Context:
         (``str`` is sent as UTF-8).
         """
         _check_status(status)
+        if not isinstance(content_type, str):
+            raise TypeError(f"stream() content_type must be str, got {content_type!r}")
         check_header("Content-Type", content_type)
+        self._stream = _checked_stream(chunks, self)
         self._status = status
         self._content_type = content_type
         self._body = b""
-        if isinstance(chunks, AsyncIterable):
-            self._stream = _aencode_chunks(chunks)
-        elif isinstance(chunks, Iterable):
-            self._stream = _encode_chunks(chunks)
-        else:
-            raise TypeError(f"stream() needs an iterable or async iterable, got {chunks!r}")
 
     def send_file(self, path: str | os.PathLike[str], content_type: str | None = None) -> None:
         """Answer with a file's contents (404 when it is missing or not a regular file).
@@ -579,7 +683,7 @@ class Context:
             self._stream = None
         else:
             self._body = b""
-            self._stream = _file_chunks(filename)
+            self._stream = _encode_chunks(_file_chunks(filename), self)
 
     def set_header(self, name: str, value: str) -> None:
         """Set response header ``name``, replacing earlier values of it."""
@@ -658,14 +762,92 @@ class Context:
         """
         if not isinstance(response, Response):
             raise TypeError(f"set_response() needs a zzz Response, got {response!r}")
+        _check_status(response.status)
+        response.headers = _check_fields(response.headers)
+        response.body = _as_body(response.body, "Response body")
+        if response.stream is not None:
+            response.stream = _checked_stream(response.stream, self)
         self._response = response
 
+    def apply_return(self, value: object, source: object) -> None:
+        """Make what a handler (or middleware) ``source`` returned the answer.
+
+        ``str`` → ``text/plain; charset=utf-8``; ``bytes`` →
+        ``application/octet-stream``; ``dict``/``list`` → JSON; each with the
+        status set so far (200 unless ``ctx.status`` was set). A
+        :class:`~zzz.http.response.Response` replaces status, body and type;
+        header fields set on the context before are kept, ahead of its own.
+        Anything else is a ``TypeError`` naming ``source``.
+        """
+        cls = value.__class__
+        if cls is str:
+            body = value.encode("utf-8")  # type: ignore[attr-defined]
+            content_type: str | None = TEXT_PLAIN
+        elif cls is dict or cls is list:
+            body = _json.dumps(value, separators=(",", ":")).encode("ascii")
+            content_type = APPLICATION_JSON
+        elif isinstance(value, bytes | bytearray | memoryview):
+            body = bytes(value)
+            content_type = OCTET_STREAM
+        elif isinstance(value, Response):
+            self._adopt(value)
+            return
+        elif isinstance(value, str):
+            body = value.encode("utf-8")
+            content_type = TEXT_PLAIN
+        elif isinstance(value, dict | list):
+            body = _json.dumps(value, separators=(",", ":")).encode("ascii")
+            content_type = APPLICATION_JSON
+        else:
+            hint = ""
+            if isinstance(value, tuple):
+                hint = " (set the status with ctx.status and return the body)"
+            elif isinstance(value, Coroutine):
+                value.close()  # never awaited: no "never awaited" warning on top
+                hint = " (an un-awaited coroutine: await it, and make its caller async def)"
+            raise TypeError(
+                f"handler {describe(source)} returned a {type(value).__name__}: return str, "
+                f"bytes, dict, list, a zzz.Response or None{hint}"
+            )
+        if self._response is not None:
+            self._status = self._response.status
+            self._response = None
+        self._body = body
+        self._content_type = content_type
+        self._stream = None
+
+    def _adopt(self, response: Response) -> None:
+        if response.upgrade is not None:  # a protocol switch is answered as it is
+            self.set_response(response)
+            return
+        _check_status(response.status)
+        fields = _check_fields(response.headers)
+        body = _as_body(response.body, "Response body")
+        stream = None if response.stream is None else _checked_stream(response.stream, self)
+        if any(name.lower() == "content-type" for name, _ in fields):
+            self._content_type = None
+        if fields:
+            if self._headers is None:
+                self._headers = fields
+            else:
+                self._headers.extend(fields)
+        self._response = None
+        self._status = response.status
+        self._body = body
+        self._stream = stream
+
     def build_response(self) -> Response:
-        """The response collected so far (the router calls this once at the end)."""
+        """The response collected so far (the router calls this once at the end).
+
+        Raises ``ValueError`` when a field added through ``response_headers``
+        is unsafe (the router answers 500 and logs it, naming the handler).
+        """
         response = self._response
         if response is not None:
             return response
         headers = self._headers
+        if self._unchecked and headers:
+            headers = _check_fields(headers)
         content_type = self._content_type
         if content_type is not None:
             if headers is None:

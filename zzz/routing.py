@@ -14,6 +14,26 @@ directly and :meth:`Router.handle` returns a response; an async chain makes it
 return a coroutine. A sync middleware cannot wait for async work behind it, so
 that combination is refused up front instead of failing per request.
 
+What a handler returns is part of its answer (:meth:`Context.apply_return`):
+``str`` → text, ``bytes`` → octet-stream, ``dict``/``list`` → JSON, a
+``Response`` as it is, ``None`` → what the handler set on the context; any
+other value is a logged 500 naming the handler. The router looks at the value
+of the chain's first element itself; elements behind it (reached through
+``ctx.next()``) are wrapped at registration so their value is applied too, and
+a route without middleware pays nothing for it.
+
+Every 500 the router answers for an application bug is logged once, naming the
+method, path and handler (``module.qualname``, also recorded on the request as
+``request.extensions["zzz.handler"]`` for logs written further down). A
+response is checked where it is built: the context's helpers check their
+arguments at the call, and a ready-made ``Response`` (set or returned) is
+checked when the router adopts it, so no invalid body or header reaches a
+backend from here.
+
+The application lifecycle (start-up and shutdown hooks, ``lifespan``,
+``app.state``) lives in :mod:`zzz.lifecycle`; :meth:`Router.startup` and
+:meth:`Router.shutdown` are the coroutines a server runs around serving.
+
 Routes are registered before serving; the router is not meant to change while
 requests are in flight.
 """
@@ -31,6 +51,7 @@ from zzz.context import TEXT_PLAIN, Context
 from zzz.errors import HTTPError
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.lifecycle import Hook, Lifecycle, Lifespan, State, describe
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -42,6 +63,10 @@ log = logging.getLogger("zzz.app")
 Handler = Callable[[Context], Awaitable[None] | None]
 Middleware = Handler
 H = TypeVar("H", bound=Callable[..., Any])
+F = TypeVar("F", bound=Hook)
+
+#: Key of ``request.extensions`` naming the handler the router chose (``module.qualname``).
+HANDLER_KEY = "zzz.handler"
 
 #: Body of the generic 500 answer; details go to the log, never to the client.
 INTERNAL_ERROR_BODY = b"500 Internal Server Error\n"
@@ -174,10 +199,7 @@ def _methods_matching(node: _Node, segs: list[str], i: int, out: set[str]) -> No
 # ---------------------------------------------------------------------- chains
 
 
-def _describe(fn: object) -> str:
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    module = getattr(fn, "__module__", None) or type(fn).__module__
-    return f"{module}.{name}"
+_describe = describe
 
 
 def _is_async(fn: object) -> bool:
@@ -190,6 +212,45 @@ def _is_async(fn: object) -> bool:
 async def _continue_sync(ctx: Context) -> None:
     """Bridge from an async chain to the all-sync rest of it."""
     ctx.next()
+
+
+def _returning(fn: Callable[[Context], Any]) -> Callable[[Context], None]:
+    """``fn`` behind ``ctx.next()``, with its return value applied to the context."""
+
+    def call(ctx: Context) -> None:
+        value = fn(ctx)
+        if value is not None:
+            ctx.apply_return(value, fn)
+
+    return call
+
+
+def _areturning(fn: Callable[[Context], Any]) -> Callable[[Context], Awaitable[None]]:
+    """As :func:`_returning` for an async ``fn``."""
+
+    async def call(ctx: Context) -> None:
+        value = await fn(ctx)
+        if value is not None:
+            ctx.apply_return(value, fn)
+
+    return call
+
+
+def _apply_returns(
+    chain: list[Callable[[Context], Any]], first_sync: int
+) -> tuple[Callable[[Context], Any], ...]:
+    """Wrap every element after the first (the router reads its value itself);
+    elements from ``first_sync`` on are sync, the ones before it async."""
+    wrapped = chain[:1]
+    for index in range(1, len(chain)):
+        item = chain[index]
+        if item is _continue_sync:
+            wrapped.append(item)
+        elif index < first_sync:
+            wrapped.append(_areturning(item))
+        else:
+            wrapped.append(_returning(item))
+    return tuple(wrapped)
 
 
 def build_chain(
@@ -209,7 +270,7 @@ def build_chain(
         if getattr(item, "acall", None) is None and _is_async(item):
             last_async = index
     if last_async < 0:
-        return tuple(items), False
+        return _apply_returns(items, 0), False
     chain: list[Callable[[Context], Any]] = []
     for item in items[:last_async]:
         acall = getattr(item, "acall", None)
@@ -224,11 +285,12 @@ def build_chain(
                 "`async def` (and `await ctx.next()`), or give it an async acall(ctx) method"
             )
     chain.append(items[last_async])
+    first_sync = len(chain)
     rest = items[last_async + 1 :]
     if rest:
         chain.append(_continue_sync)
         chain.extend(rest)
-    return tuple(chain), True
+    return _apply_returns(chain, first_sync), True
 
 
 # ---------------------------------------------------------------------- routes
@@ -247,6 +309,7 @@ class Route:
         "first",
         "handler",
         "is_async",
+        "label",
         "method",
         "middleware",
         "name",
@@ -268,6 +331,8 @@ class Route:
         self.method = method
         self.pattern = pattern
         self.handler = handler
+        #: The handler's ``module.qualname``, for logs.
+        self.label = _describe(handler)
         #: Scope and route middleware (router-wide middleware is added in ``chain``).
         self.middleware = middleware
         self.name = name
@@ -438,7 +503,17 @@ class Router:
         *,
         routes: Sequence[RouteSpec | Scope] = (),
         middleware: Sequence[Middleware] = (),
+        lifespan: Lifespan | None = None,
+        on_startup: Sequence[Hook] = (),
+        on_shutdown: Sequence[Hook] = (),
     ) -> None:
+        #: Shared by every request (``ctx.state``) and WebSocket (``ws.state``).
+        self.state = State()
+        self._lifecycle = Lifecycle(lifespan)
+        for hook in on_startup:
+            self._lifecycle.add_startup(hook)
+        for hook in on_shutdown:
+            self._lifecycle.add_shutdown(hook)
         self._middleware: list[Middleware] = []
         self._routes: list[Route] = []
         self._static: dict[tuple[str, str], Route] = {}
@@ -455,6 +530,34 @@ class Router:
         self._compile_fallbacks()
         for spec in routes:
             self._register(spec, "", ())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_startup(self, fn: F) -> F:
+        """Run ``fn()`` or ``fn(server)`` (plain or async) before the server accepts.
+
+        Usable as a decorator. Hooks run in registration order, before the
+        ``lifespan`` is entered; the first that raises stops the server from
+        starting (:class:`~zzz.lifecycle.StartupError`, exit status 2 from the CLI).
+        """
+        return self._lifecycle.add_startup(fn)
+
+    def on_shutdown(self, fn: F) -> F:
+        """Run ``fn()`` or ``fn(server)`` (plain or async) after the server drained.
+
+        Usable as a decorator. Hooks run in registration order after the
+        ``lifespan`` is left, within what remains of the drain deadline; one
+        that raises is logged and the next still runs.
+        """
+        return self._lifecycle.add_shutdown(fn)
+
+    async def startup(self, server: Server) -> None:
+        """Start the application (the server awaits this before it binds)."""
+        await self._lifecycle.startup(self, self.state, server)
+
+    async def shutdown(self, server: Server) -> None:
+        """Stop the application (the server awaits this after draining)."""
+        await self._lifecycle.shutdown(server)
 
     # ------------------------------------------------------------------ registration
 
@@ -784,28 +887,33 @@ class Router:
         route = self._static.get((request.method, request.path))
         if route is None:
             return self._handle_slow(request, server)
-        ctx = Context(request, server, route.chain, None, route)
+        request.extensions[HANDLER_KEY] = route.label
+        ctx = Context(request, server, route.chain, None, route, self)
         if route.is_async:
             return self._run_async(ctx, route.first)
+        first = route.first
         if (route.offload or (server is not None and server.offload_all_sync)) and (
                 server is not None and server.offload_sync):
-            return self._run_offloaded(ctx, route.first)
+            return self._run_offloaded(ctx, first)
         try:
-            result = route.first(ctx)
+            result = first(ctx)
+            if result is not None:
+                if inspect.isawaitable(result):
+                    return self._finish_async(ctx, result, first)
+                ctx.apply_return(result, first)
+            return ctx.build_response()
         except Exception as exc:
             return self._error(ctx, exc)
-        if result is not None and inspect.isawaitable(result):
-            return self._finish_async(ctx, result)
-        return ctx.build_response()
 
     def _handle_slow(self, request: Request, server: Server) -> Response | Awaitable[Response]:
         try:
             found = self._find_beyond_static(request.method, request.path, request.raw_path)
         except Exception as exc:  # pragma: no cover - defensive: routing must never raise
-            return self._error(Context(request, server), exc)
+            return self._error(Context(request, server, app=self), exc)
         if found is not None:
             route, params = found
-            ctx = Context(request, server, route.chain, params, route)
+            request.extensions[HANDLER_KEY] = route.label
+            ctx = Context(request, server, route.chain, params, route, self)
             first = route.first
             if route.is_async:
                 return self._run_async(ctx, first)
@@ -819,17 +927,19 @@ class Router:
                 chain = self._not_allowed_chain
             else:
                 chain = self._not_found_chain
-            ctx = Context(request, server, chain)
+            ctx = Context(request, server, chain, app=self)
             first = chain[0]
             if self._fallback_async:
                 return self._run_async(ctx, first)
         try:
             result = first(ctx)
+            if result is not None:
+                if inspect.isawaitable(result):
+                    return self._finish_async(ctx, result, first)
+                ctx.apply_return(result, first)
+            return ctx.build_response()
         except Exception as exc:
             return self._error(ctx, exc)
-        if result is not None and inspect.isawaitable(result):
-            return self._finish_async(ctx, result)
-        return ctx.build_response()
 
     async def _run_offloaded(self, ctx: Context, first: Callable[[Context], Any]) -> Response:
         """A plain chain that may block, run on the server's blocking pool (event loop)."""
@@ -838,11 +948,13 @@ class Router:
         def call() -> Response | Awaitable[Response]:
             try:
                 result = first(ctx)
+                if result is not None:
+                    if inspect.isawaitable(result):
+                        return self._finish_async(ctx, result, first)
+                    ctx.apply_return(result, first)
+                return ctx.build_response()
             except Exception as exc:
                 return self._error(ctx, exc)
-            if result is not None and inspect.isawaitable(result):
-                return self._finish_async(ctx, result)
-            return ctx.build_response()
 
         loop = asyncio.get_running_loop()
         outcome = await loop.run_in_executor(ctx.server.blocking_executor, call)
@@ -872,18 +984,24 @@ class Router:
 
     async def _run_async(self, ctx: Context, first: Callable[[Context], Any]) -> Response:
         try:
-            await first(ctx)
+            result = await first(ctx)
+            if result is not None:
+                ctx.apply_return(result, first)
+            return ctx.build_response()
         except Exception as exc:
             return self._error(ctx, exc)
-        return ctx.build_response()
 
-    async def _finish_async(self, ctx: Context, pending: Awaitable[Any]) -> Response:
+    async def _finish_async(
+        self, ctx: Context, pending: Awaitable[Any], first: Callable[[Context], Any]
+    ) -> Response:
         """A "sync" callable returned an awaitable (e.g. an object with async ``__call__``)."""
         try:
-            await pending
+            result = await pending
+            if result is not None:
+                ctx.apply_return(result, first)
+            return ctx.build_response()
         except Exception as exc:
             return self._error(ctx, exc)
-        return ctx.build_response()
 
     def _error(self, ctx: Context, exc: Exception) -> Response:
         if isinstance(exc, HTTPError):
@@ -891,11 +1009,13 @@ class Router:
         request = ctx.request
         route = ctx.route
         log.error(
-            "unhandled %s in %s %s (route %s)",
+            "unhandled %s in %s %s (handler %s, route %s): %s",
             type(exc).__name__,
             request.method,
             request.path,
+            route.label if route is not None else "-",
             route.pattern if route is not None else "-",
+            exc,
             exc_info=exc,
         )
         return _plain(500, INTERNAL_ERROR_BODY)

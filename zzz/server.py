@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import signal
@@ -105,7 +106,12 @@ class Server:
     # ------------------------------------------------------------------ lifecycle
 
     def listen(self) -> None:
-        """Serve until shutdown. Installs SIGINT/SIGTERM handlers when on the main thread."""
+        """Serve until shutdown. Installs SIGINT/SIGTERM handlers when on the main thread.
+
+        The backend runs the application's ``startup`` on the loop coroutines
+        share, before the first accept (a failure raises
+        :class:`~zzz.errors.StartupError`), and its ``shutdown`` after the drain.
+        """
         restore = self._install_signal_handlers()
         try:
             self.backend.listen(self)
@@ -182,11 +188,11 @@ class Server:
         if startup is None:
             return
         try:
-            run(startup(self))
+            run(_awaited(startup(self)))
         except StartupError:
             raise
         except Exception as exc:
-            raise StartupError(f"application start-up failed: {type(exc).__name__}: {exc}"
+            raise StartupError(f"application startup failed: {type(exc).__name__}: {exc}"
                                ) from exc
         self._started_app = True
 
@@ -197,7 +203,7 @@ class Server:
             return
         self._started_app = False
         try:
-            run(shutdown(self))
+            run(_awaited(shutdown(self)))
         except Exception:
             log.exception("application shutdown failed")
 
@@ -264,6 +270,12 @@ class Server:
         scheme = "https" if self.config.tls is not None else "http"
         shown = f"[{host}]" if ":" in host else host
         return f"{scheme}://{shown}:{port}"
+
+
+async def _awaited(result: object) -> None:
+    """Await ``result`` when it is awaitable (an application's plain ``startup()`` is fine)."""
+    if inspect.isawaitable(result):
+        await result
 
 
 def _check_interval(interval_ms: int, repeat: bool) -> None:

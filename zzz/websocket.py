@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from zzz.config import Config
     from zzz.context import Context, Query
     from zzz.http.request import Request
+    from zzz.lifecycle import State
+    from zzz.server import Server
 
 log = logging.getLogger("zzz.websocket")
 #: The protocol library logs every connection close at INFO (and frames at DEBUG):
@@ -332,11 +334,13 @@ class WebSocket:
     ``send``/``send_binary``/``ping``/``close`` never block on the network and
     return False once the connection is closing or closed (so a broadcast loop
     need not catch anything). ``assigns`` is a copy of the HTTP request's
-    assigns after the route's middleware ran.
+    assigns after the route's middleware ran. ``server`` is the server (its
+    timers: ``ws.server.add_timer(ms, fn)``), ``state`` the application's
+    shared ``app.state``.
     """
 
     __slots__ = ("_driver", "assigns", "client", "headers", "params", "path", "query",
-                 "query_string")
+                 "query_string", "server", "state")
 
     def __init__(
         self,
@@ -349,8 +353,12 @@ class WebSocket:
         client: tuple[str, int] | None,
         params: dict[str, str],
         assigns: dict[str, Any],
+        server: Server | None = None,
+        state: State | None = None,
     ) -> None:
         self._driver = driver
+        self.server = server
+        self.state = state
         self.path = path
         self.query_string = query_string
         self.query = query
@@ -486,6 +494,8 @@ class Upgrade:
         "request_headers",
         "request_path",
         "request_query",
+        "server",
+        "state",
     )
 
     def __init__(self, endpoint: WebSocketEndpoint, ctx: Context,
@@ -500,6 +510,8 @@ class Upgrade:
         self.params = dict(ctx.params)
         self.query = ctx.query
         self.assigns = dict(ctx.assigns)
+        self.server = ctx.server
+        self.state = ctx.app.state if ctx.app is not None else None
 
     def session(self, config: Config, now: float) -> Session:
         """The protocol state for the new connection (limits and heartbeat from config)."""
@@ -521,6 +533,8 @@ class Upgrade:
             client=self.request_client,
             params=self.params,
             assigns=self.assigns,
+            server=self.server,
+            state=self.state,
         )
 
 

@@ -171,17 +171,19 @@ def test_response_that_cannot_be_serialized_does_not_wedge_the_connection(
 ) -> None:
     """A ``set_response`` whose body is ``str`` made ``serialize`` raise: on the
     event loop the sync path dropped the connection without an answer and the
-    async path left ``_busy`` set, so the client waited for ever."""
+    async path left ``_busy`` set, so the client waited for ever. (A ``str`` body is
+    now sent as UTF-8, and the context refuses other types before they reach the
+    engine, so the bug is provoked with an ``int``.)"""
     app = zzz.Router()
 
     if kind == "async":
         @app.get("/bad")
         async def bad(ctx: zzz.Context) -> None:
-            ctx.set_response(Response(200, [], body="not bytes"))  # type: ignore[arg-type]
+            ctx.set_response(Response(200, [], body=42))  # type: ignore[arg-type]
     else:
         @app.get("/bad")
         def bad(ctx: zzz.Context) -> None:
-            ctx.set_response(Response(200, [], body="not bytes"))  # type: ignore[arg-type]
+            ctx.set_response(Response(200, [], body=42))  # type: ignore[arg-type]
 
     @app.get("/")
     def index(ctx: zzz.Context) -> None:

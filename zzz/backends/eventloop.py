@@ -787,15 +787,28 @@ class EventLoopBackend:
 
     def run(self) -> None:
         server = self.server
-        listener = bind_listener(self.config)
-        listener.setblocking(False)
-        server.address = bound_address(listener)
         executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.eventloop.blocking_threads,
             thread_name_prefix="zzz-blocking",
         )
         server.blocking_executor = executor
         server.offload_sync = True
+        # The application starts on the main loop (the loop its coroutines share)
+        # before the port is bound: a failed start-up never had a listener.
+        main_loop = new_event_loop(self.config.eventloop.loop)
+        server.coroutine_loop = main_loop
+        try:
+            main_loop.run_until_complete(self._app_lifecycle("startup"))
+            listener = bind_listener(self.config)
+        except BaseException:
+            executor.shutdown(wait=False)
+            server.blocking_executor = None
+            with contextlib.suppress(Exception):
+                main_loop.run_until_complete(main_loop.shutdown_asyncgens())
+            main_loop.close()
+            raise
+        listener.setblocking(False)
+        server.address = bound_address(listener)
         count = self.config.eventloop.event_loop_count
         threads = [
             threading.Thread(
@@ -804,23 +817,24 @@ class EventLoopBackend:
             )
             for i in range(1, count)
         ]
-        #: Started by the main loop once the application's start-up succeeded.
-        self._secondary = threads
+        for thread in threads:
+            thread.start()
         try:
-            self._run_loop(listener, True)
+            self._run_loop(listener, True, main_loop)
         finally:
             # The other loops drain in parallel, up to the same drain deadline.
             deadline = time.monotonic() + self.config.drain_timeout_ms / 1000.0 + LOOP_JOIN_S
             for thread in threads:
-                if thread.ident is not None:  # started (not when start-up failed)
-                    thread.join(max(0.0, deadline - time.monotonic()))
+                thread.join(max(0.0, deadline - time.monotonic()))
             executor.shutdown(wait=False, cancel_futures=True)
             server.blocking_executor = None
             with contextlib.suppress(OSError):
                 listener.close()
 
-    def _run_loop(self, listener: socket.socket, main: bool) -> None:
-        loop = new_event_loop(self.config.eventloop.loop)
+    def _run_loop(self, listener: socket.socket, main: bool,
+                  loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if loop is None:
+            loop = new_event_loop(self.config.eventloop.loop)
         asyncio.set_event_loop(loop)
         state = LoopState(self, loop)
         with self._states_lock:
@@ -835,13 +849,7 @@ class EventLoopBackend:
     async def _serve(self, state: LoopState, listener: socket.socket, main: bool) -> None:
         loop = state.loop
         stop = asyncio.Event()
-        if main:
-            # Before the first accept, on the loop coroutines run on (loop-bound
-            # objects made at start-up work in handlers); then the other loops.
-            self.server.coroutine_loop = loop
-            await self._app_lifecycle("startup")
-            for thread in self._secondary:
-                thread.start()
+
         state.aserver = await loop.create_server(
             lambda: HttpProtocol(state),
             sock=listener,
@@ -886,7 +894,7 @@ class EventLoopBackend:
                     if isinstance(exc, StartupError):
                         raise
                     raise StartupError(
-                        f"application start-up failed: {type(exc).__name__}: {exc}") from exc
+                        f"application startup failed: {type(exc).__name__}: {exc}") from exc
             else:
                 try:
                     await asyncio.wait_for(coro, max(1.0, self.config.drain_timeout_ms / 1000))

@@ -376,7 +376,23 @@ class NativeBackend:
         )
         self.queue = BoundedQueue(config.native_queue_capacity)
         self.stop = server.shutting_down
-        self.listener = bind_listener(config)
+        #: Every coroutine of this process (async handlers, ASGI apps) runs here.
+        self.coroutines = SharedLoop()
+        #: Where ``ctx.run_blocking`` sends work from coroutines: never the shared loop.
+        self.blocking = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.native_workers, thread_name_prefix="zzz-blocking")
+        server.blocking_executor = self.blocking
+        server.coroutine_loop = self.coroutines.loop
+        try:
+            # The application starts before the port is bound (uvicorn's order): a
+            # start-up that fails never had a listener to refuse connections on.
+            server.run_startup(self.coroutines.run)
+            self.listener = bind_listener(config)
+        except BaseException:
+            self.coroutines.stop()
+            self.blocking.shutdown(wait=False)
+            server.blocking_executor = None
+            raise
         self.parker = Parker(self.listener)
         self.open_conns: set[Conn] = set()
         #: Connections accepted (or woken) that a full queue could not take once the
@@ -388,13 +404,6 @@ class NativeBackend:
         #: (one log line per episode, not one per retry).
         self._accept_exhausted = False
         self._open_lock = threading.Lock()
-        #: Every coroutine of this process (async handlers, ASGI apps) runs here.
-        self.coroutines = SharedLoop()
-        #: Where ``ctx.run_blocking`` sends work from coroutines: never the shared loop.
-        self.blocking = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.native_workers, thread_name_prefix="zzz-blocking")
-        server.blocking_executor = self.blocking
-        server.coroutine_loop = self.coroutines.loop
         self.workers: list[threading.Thread] = []
         self._sndtimeo = struct.pack("ll", int(self.write_timeout), int(
             (self.write_timeout % 1) * 1_000_000))
@@ -407,14 +416,6 @@ class NativeBackend:
         server = self.server
         server.address = bound_address(self.listener)
         self.listener.setblocking(False)
-        try:
-            server.run_startup(self.coroutines.run)
-        except BaseException:
-            self.coroutines.stop()
-            self.blocking.shutdown(wait=False)
-            self.parker.close()
-            self.listener.close()
-            raise
         timers = ThreadTimerService()
         server.attach_timers(timers)
         for i in range(self.config.native_workers):
