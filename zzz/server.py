@@ -70,7 +70,7 @@ class Server:
         self.backend: ModuleType = backends.load(backend)
         #: Which request bodies are streamed rather than buffered (the application's
         #: choice: a Router route that opts in, every body of an ASGI or WSGI app).
-        self.stream_body: StreamPredicate | None = getattr(app, "stream_body", None)
+        self.stream_body: StreamPredicate | None = getattr(self.app, "stream_body", None)
         #: Set once: stop accepting, finish in-flight work, drain, stop.
         self.shutting_down = threading.Event()
         #: Set by the backend when the listening socket accepts connections.
