@@ -11,6 +11,9 @@ from zzz.errors import HTTPError
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.middleware.health import health
+from zzz.middleware.request_id import request_id
+from zzz.middleware.static_files import static_files
 from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
@@ -39,12 +42,15 @@ __all__ = [
     "delete",
     "get",
     "head",
+    "health",
     "options",
     "patch",
     "post",
     "put",
+    "request_id",
     "route",
     "scope",
+    "static_files",
     "ws",
 ]
 

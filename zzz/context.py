@@ -14,10 +14,8 @@ nothing to say" is a success, and a 404/500 there would hide the route.
 from __future__ import annotations
 
 import json as _json
-import mimetypes
 import os
 import re
-import stat
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -48,9 +46,6 @@ APPLICATION_JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 FORM_URLENCODED = "application/x-www-form-urlencoded"
 
-#: ``send_file`` reads and streams files in pieces of this size; a file no larger
-#: is sent in one piece with a ``Content-Length`` instead of chunked framing.
-FILE_CHUNK_SIZE = 64 * 1024
 #: Most fields parsed from one query string or form body; far beyond any real
 #: form, and it bounds the work a hostile body can cause.
 MAX_FORM_FIELDS = 10_000
@@ -174,13 +169,6 @@ async def _aencode_chunks(chunks: AsyncIterable[bytes | str]) -> AsyncIterator[b
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-def _file_chunks(path: str) -> Iterator[bytes]:
-    """Read ``path`` piece by piece; opened on first use so an unread stream holds no fd."""
-    with open(path, "rb") as file:
-        while chunk := file.read(FILE_CHUNK_SIZE):
-            yield chunk
 
 
 class _Unset:
@@ -514,44 +502,48 @@ class Context:
         else:
             raise TypeError(f"stream() needs an iterable or async iterable, got {chunks!r}")
 
-    def send_file(self, path: str | os.PathLike[str], content_type: str | None = None) -> None:
-        """Answer with a file's contents (404 when it is missing or not a regular file).
+    def send_file(
+        self,
+        path: str | os.PathLike[str],
+        content_type: str | None = None,
+        *,
+        max_age: int | None = None,
+    ) -> None:
+        """Answer with a file, as ``zzz.static_files`` does (one implementation: ``zzz.static``).
 
-        The type is guessed from the name when not given. Never pass a path
-        built from request data without confining it to a directory first.
+        404 when it is missing or not a regular file, 403 when unreadable. The
+        type is guessed from the name when not given. Conditional requests
+        (``ETag``/``Last-Modified`` → 304) and one ``Range`` (206/416) are
+        honoured, and the body is sent with ``sendfile`` on plain TCP. Never
+        pass a path built from request data: ``static_files`` confines those.
+        Headers set before are kept; later ``set_header`` calls still apply.
         """
+        from zzz import static
+
         filename = os.fspath(path)
-        try:
-            info = os.stat(filename)
-        except (FileNotFoundError, NotADirectoryError):
-            self.text(404, "Not Found")
-            return
-        except PermissionError:
-            self.text(403, "Forbidden")
-            return
-        if not stat.S_ISREG(info.st_mode):
-            self.text(404, "Not Found")
-            return
-        if content_type is None:
-            content_type = mimetypes.guess_type(filename)[0] or OCTET_STREAM
-        check_header("Content-Type", content_type)
-        self._status = 200
-        self._content_type = content_type
-        if info.st_size <= FILE_CHUNK_SIZE:
-            try:
-                with open(filename, "rb") as file:
-                    self._body = file.read()
-            except PermissionError:
-                self.text(403, "Forbidden")
-                return
-            self._stream = None
+        if content_type is not None:
+            check_header("Content-Type", content_type)
         else:
-            self._body = b""
-            self._stream = _file_chunks(filename)
+            content_type = static.content_type_for(filename)
+        self.set_response(
+            static.file_response(
+                self.request,
+                os.path.realpath(filename),
+                content_type=content_type,
+                max_age=max_age,
+                headers=self._headers,
+            )
+        )
 
     def set_header(self, name: str, value: str) -> None:
         """Set response header ``name``, replacing earlier values of it."""
         check_header(name, value)
+        response = self._response
+        if response is not None:  # after set_response()/built_response(): edit it
+            lname = name.lower()
+            response.headers[:] = [(n, v) for n, v in response.headers if n.lower() != lname]
+            response.headers.append((name, value))
+            return
         if name.lower() == "content-type":
             self._content_type = value
             return
@@ -566,7 +558,9 @@ class Context:
     def add_header(self, name: str, value: str) -> None:
         """Add a response header field, keeping earlier ones of the same name."""
         check_header(name, value)
-        if self._headers is None:
+        if self._response is not None:
+            self._response.headers.append((name, value))
+        elif self._headers is None:
             self._headers = [(name, value)]
         else:
             self._headers.append((name, value))
@@ -627,6 +621,18 @@ class Context:
         if not isinstance(response, Response):
             raise TypeError(f"set_response() needs a zzz Response, got {response!r}")
         self._response = response
+
+    def built_response(self) -> Response:
+        """The response as the rest of the chain left it, for middleware that rewrite it.
+
+        Call it after ``next()`` returned (compression does). From then on the
+        response *is* the answer: ``set_header``, ``add_header`` and ``status``
+        act on it, and the body helpers (``text``, ``json``...) no longer do.
+        """
+        response = self._response
+        if response is None:
+            response = self._response = self.build_response()
+        return response
 
     def build_response(self) -> Response:
         """The response collected so far (the router calls this once at the end)."""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._sendfile import native_send_file
 from zzz.backends._thread_timers import ThreadTimerService
 from zzz.backends._ws_native import NativeWebSockets
 from zzz.http.connection import (
@@ -636,6 +637,8 @@ class NativeBackend:
         if result.upgrade is not None:
             return self.websockets.upgrade(conn, request, result, out)
         out.append(engine.serialize(result, request))
+        if result.file is not None:  # zero-copy file body (zzz/backends/_sendfile.py)
+            return native_send_file(conn, request, result, out, self._send, self._close)
         stream = result.stream
         if stream is None:
             return True
