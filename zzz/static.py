@@ -114,12 +114,16 @@ def file_response(
         return _plain(403, "403 Forbidden\n", headers)
     except OSError:  # missing, ELOOP (symlink with O_NOFOLLOW), ENOTDIR, name too long
         return _plain(404, "404 Not Found\n", headers)
-    file = os.fdopen(fd, "rb", buffering=0)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            file.close()
+            os.close(fd)
             return _plain(404, "404 Not Found\n", headers)
+        file = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
         return _answer(request, file, info, path, content_type, max_age, headers)
     except BaseException:
         file.close()
