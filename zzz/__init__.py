@@ -11,9 +11,12 @@ from zzz.errors import HTTPError
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.middleware.compress import compress
+from zzz.middleware.error_handler import error_handler
 from zzz.middleware.health import health
 from zzz.middleware.request_id import request_id
 from zzz.middleware.static_files import static_files
+from zzz.middleware.telemetry import telemetry
 from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
@@ -39,7 +42,9 @@ __all__ = [
     "TlsConfig",
     "WebSocket",
     "__version__",
+    "compress",
     "delete",
+    "error_handler",
     "get",
     "head",
     "health",
@@ -51,6 +56,7 @@ __all__ = [
     "route",
     "scope",
     "static_files",
+    "telemetry",
     "ws",
 ]
 
