@@ -34,6 +34,7 @@ from zzz.http.request import Request
 from zzz.http.response import Response, Stream
 
 if TYPE_CHECKING:
+    from zzz.forms import FormData, UploadFile
     from zzz.routing import Route
     from zzz.server import Server
 
@@ -45,6 +46,7 @@ TEXT_HTML = "text/html; charset=utf-8"
 APPLICATION_JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 FORM_URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART_FORM = "multipart/form-data"
 
 #: Most fields parsed from one query string or form body; far beyond any real
 #: form, and it bounds the work a hostile body can cause.
@@ -187,7 +189,7 @@ class _Lazy:
 
     def __init__(self) -> None:
         self.query: Query | None = None
-        self.form: Query | None = None
+        self.form: FormData | None = None
         self.json: Any = _UNSET
         self.cookies: dict[str, str] | None = None
         self.assigns: dict[str, Any] | None = None
@@ -349,7 +351,7 @@ class Context:
                 value = data[name]
                 return value if isinstance(value, str) else _json.dumps(value)
             return None
-        if content_type == FORM_URLENCODED:
+        if content_type in (FORM_URLENCODED, MULTIPART_FORM):
             return self.form_value(name)
         return None
 
@@ -375,18 +377,28 @@ class Context:
             lazy.json = value
         return value
 
-    def form_value(self, name: str) -> str | None:
-        """First value of ``name`` in an ``application/x-www-form-urlencoded`` body."""
+    def form(self) -> FormData:
+        """The body parsed as a form (urlencoded or multipart), once; other types: empty.
+
+        Uploaded files above ``zzz.forms.SPOOL_MAX_SIZE`` wait in temporary files
+        on disk. A malformed body is the client's error (400, saying what is wrong).
+        """
         lazy = self._parsed()
         form = lazy.form
         if form is None:
-            if self._request_content_type() == FORM_URLENCODED:
-                text = self.request.body.decode("utf-8", "replace")
-                form = Query.parse(text)
-            else:
-                form = Query([])
-            lazy.form = form
-        return form.get(name)
+            from zzz.forms import parse_form
+
+            form = lazy.form = parse_form(self.request.headers.get("content-type"),
+                                          (self.request.body,))
+        return form
+
+    def form_value(self, name: str) -> str | None:
+        """First value of field ``name`` in a urlencoded or multipart form body."""
+        return self.form().get(name)
+
+    def file(self, name: str) -> UploadFile | None:
+        """The first file uploaded as ``name`` in a ``multipart/form-data`` body."""
+        return self.form().file(name)
 
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name`` from the ``Cookie`` header(s), unquoted."""
