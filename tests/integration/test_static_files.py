@@ -274,3 +274,47 @@ def test_sendfile_in_many_small_calls(serve, site, monkeypatch):
         r = client.get(f"{srv.url}/static/large.bin", headers={"Range": "bytes=1000-"})
     assert r.status_code == 206
     assert r.content == (site / "large.bin").read_bytes()[1000:]
+
+
+def test_asyncio_loop_uses_loop_sendfile(serve, site, backend, monkeypatch):
+    """On the stdlib asyncio loop the event-loop backend hands the file to ``loop.sendfile``."""
+    if backend != "eventloop":
+        pytest.skip("loop.sendfile is the event-loop backend's")
+    import asyncio
+
+    calls: list[int] = []
+    real = asyncio.BaseEventLoop.sendfile
+
+    async def spy(self: Any, transport: Any, file: Any, offset: int = 0,
+                  count: int | None = None, *, fallback: bool = True) -> int:
+        calls.append(count or 0)
+        result: int = await real(self, transport, file, offset, count, fallback=fallback)
+        return result
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "sendfile", spy)
+    srv = serve(make_app(site), eventloop=zzz.EventLoopConfig(loop="asyncio"))
+    data = (site / "large.bin").read_bytes()
+    with RawClient(srv) as client:
+        # Pipelined: a file response, a ranged one and a small one, in order.
+        client.send(build("GET", "/static/large.bin")
+                    + build("GET", "/static/large.bin", {"Range": "bytes=7-70006"})
+                    + build("GET", "/static/hello.txt"))
+        assert client.read_response().body == data
+        assert client.read_response().body == data[7:70007]
+        assert client.read_response().body == b"hello static\n"
+    assert calls == [LARGE_SIZE, 70000]
+
+
+@pytest.mark.tls_transport
+def test_pipelined_file_responses_stay_in_order(serve, site):
+    data = (site / "large.bin").read_bytes()
+    srv = serve(make_app(site))
+    with RawClient(srv) as client:
+        client.send(build("GET", "/static/large.bin") + build("HEAD", "/static/large.bin")
+                    + build("GET", "/static/large.bin", {"Range": "bytes=-100"})
+                    + build("GET", "/static/hello.txt"))
+        assert client.read_response().body == data
+        head = client.read_response(head=True)
+        assert head.header("content-length") == str(LARGE_SIZE) and head.body == b""
+        assert client.read_response().body == data[-100:]
+        assert client.read_response().body == b"hello static\n"
