@@ -352,7 +352,10 @@ class Context:
                 return value if isinstance(value, str) else _json.dumps(value)
             return None
         if content_type in (FORM_URLENCODED, MULTIPART_FORM):
-            return self.form_value(name)
+            try:
+                return self.form_value(name)
+            except HTTPError:
+                return None
         return None
 
     def _request_content_type(self) -> str:

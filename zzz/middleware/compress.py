@@ -70,11 +70,14 @@ MAX_ACCEPT_ENCODING = 1024
 
 
 class Encoder(Protocol):
-    """One compression stream: ``compress`` a piece (flushed), then ``finish``."""
+    """One compression stream: ``compress`` a piece (flushed), then ``finish``;
+    or ``whole`` for a body known in full (no intermediate flush)."""
 
     def compress(self, data: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
+
+    def whole(self, data: bytes) -> bytes: ...
 
 
 class _Gzip:
@@ -89,6 +92,9 @@ class _Gzip:
     def finish(self) -> bytes:
         return self._z.flush(zlib.Z_FINISH)
 
+    def whole(self, data: bytes) -> bytes:
+        return self._z.compress(data) + self._z.flush(zlib.Z_FINISH)
+
 
 class _Brotli:
     __slots__ = ("_c",)
@@ -101,6 +107,9 @@ class _Brotli:
 
     def finish(self) -> bytes:
         return bytes(self._c.finish())
+
+    def whole(self, data: bytes) -> bytes:
+        return bytes(self._c.process(data) + self._c.finish())
 
 
 class _Zstd:
@@ -115,6 +124,9 @@ class _Zstd:
 
     def finish(self) -> bytes:
         return bytes(self._c.flush())
+
+    def whole(self, data: bytes) -> bytes:
+        return bytes(self._c.compress(data) + self._c.flush())
 
 
 def available_codings() -> tuple[str, ...]:
@@ -262,8 +274,7 @@ class Compress:
             body = response.body
             if len(body) < self.min_size:
                 return
-            encoder = new()
-            packed = encoder.compress(body) + encoder.finish()
+            packed = new().whole(body)
             if len(packed) >= len(body):
                 return
             response.body = packed
