@@ -318,3 +318,63 @@ def test_pipelined_file_responses_stay_in_order(serve, site):
         assert head.header("content-length") == str(LARGE_SIZE) and head.body == b""
         assert client.read_response().body == data[-100:]
         assert client.read_response().body == b"hello static\n"
+
+
+#: Size of the file used by the slow/vanishing reader tests: far beyond socket buffers.
+STALL_FILE_SIZE = 64 * 1024 * 1024
+#: Receive buffer of the client that stops reading (small: buffers fill quickly).
+STALLED_RCVBUF = 16 * 1024
+#: Longest a test waits for the server to act (drop a client, release descriptors).
+SETTLE_S = 10.0
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="needs /proc")
+def test_client_that_stops_reading_is_dropped_and_files_are_closed(serve, tmp_path):
+    import time
+
+    from .rawhttp import CLOSED_ERRORS, connect
+
+    root = tmp_path / "stall"
+    root.mkdir()
+    subprocess.run(["truncate", "-s", str(STALL_FILE_SIZE), str(root / "big.bin")], check=True)
+    srv = serve(make_app(root), write_timeout_ms=500)
+    baseline = _open_fds()
+    stalled = connect(srv, rcvbuf=STALLED_RCVBUF)
+    gone = connect(srv)
+    try:
+        stalled.sendall(build("GET", "/static/big.bin"))
+        assert stalled.recv(64).startswith(b"HTTP/1.1 200")
+        gone.sendall(build("GET", "/static/big.bin"))
+        assert gone.recv(64).startswith(b"HTTP/1.1 200")
+        gone.close()  # vanishes mid-body
+        # Buffers fill, a blocking sendfile returns short once the 500 ms write timeout
+        # passed, and the next call fails without progress: the client is dropped.
+        time.sleep(4.0)
+        received = 0
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            try:
+                data = stalled.recv(1 << 20)
+            except CLOSED_ERRORS:
+                break
+            if not data:
+                break
+            received += len(data)
+        else:
+            pytest.fail(f"still receiving after {SETTLE_S} s: client not dropped")
+        assert received < STALL_FILE_SIZE // 4
+    finally:
+        stalled.close()
+    with httpx_client(srv) as client:
+        ranged = client.get(f"{srv.url}/static/big.bin", headers={"Range": "bytes=0-9"})
+        assert ranged.status_code == 206 and ranged.content == b"\0" * 10
+    # The files of the abandoned responses are closed (and the sockets): no descriptor
+    # is left beyond those open before the test's connections.
+    deadline = time.monotonic() + SETTLE_S
+    while _open_fds() > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_fds() <= baseline
