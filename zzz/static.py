@@ -146,7 +146,8 @@ def _answer(
     headers += [("ETag", etag), ("Last-Modified", last_modified)]
     if max_age is not None:
         headers.append(("Cache-Control", f"public, max-age={max_age}"))
-    if _not_modified(request.headers, etag, int(info.st_mtime)):
+    safe = request.method in ("GET", "HEAD")  # conditionals and ranges: RFC 9110 §13.2.1
+    if safe and _not_modified(request.headers, etag, int(info.st_mtime)):
         _close(file)
         return Response(304, headers)
     headers.append(("Content-Type", content_type or content_type_for(path)))

@@ -392,6 +392,25 @@ def test_send_file_unknown_type_is_octet_stream(tmp_path: Path) -> None:
     assert ("Content-Type", "application/octet-stream") in ctx.build_response().headers
 
 
+def test_send_file_conditionals_only_for_get_and_head(tmp_path: Path) -> None:
+    path = tmp_path / "page.txt"
+    path.write_bytes(b"x" * 100)
+    etag = dict(make_ctx_sent(path, "GET").headers)["ETag"]
+    for method, status in (("GET", 304), ("HEAD", 304), ("POST", 200)):
+        response = make_ctx_sent(path, method, [("If-None-Match", etag), ("Range", "bytes=0-0")])
+        assert response.status == status, method
+    ranged = make_ctx_sent(path, "GET", [("Range", "bytes=0-0")])
+    assert (ranged.status, ranged.body) == (206, b"x")
+    assert make_ctx_sent(path, "POST", [("Range", "bytes=0-0")]).status == 200
+
+
+def make_ctx_sent(path: Path, method: str,
+                  headers: list[tuple[str, str]] | None = None) -> Response:
+    ctx = make_ctx(method, headers=headers)
+    ctx.send_file(path)
+    return ctx.build_response()
+
+
 def test_send_file_missing_or_directory_is_404(tmp_path: Path) -> None:
     for target in (tmp_path / "missing.txt", tmp_path, tmp_path / "missing" / "deeper"):
         ctx = make_ctx()
