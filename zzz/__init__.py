@@ -12,6 +12,12 @@ from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.lifecycle import State
+from zzz.middleware.compress import compress
+from zzz.middleware.error_handler import error_handler
+from zzz.middleware.health import health
+from zzz.middleware.request_id import request_id
+from zzz.middleware.static_files import static_files
+from zzz.middleware.telemetry import telemetry
 from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
@@ -39,15 +45,21 @@ __all__ = [
     "TlsConfig",
     "WebSocket",
     "__version__",
+    "compress",
     "delete",
+    "error_handler",
     "get",
     "head",
+    "health",
     "options",
     "patch",
     "post",
     "put",
+    "request_id",
     "route",
     "scope",
+    "static_files",
+    "telemetry",
     "ws",
 ]
 

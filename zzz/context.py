@@ -28,10 +28,8 @@ application's shared ``app.state`` (:mod:`zzz.lifecycle`).
 from __future__ import annotations
 
 import json as _json
-import mimetypes
 import os
 import re
-import stat
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -53,6 +51,7 @@ from zzz.lifecycle import describe
 
 if TYPE_CHECKING:
     from zzz.body import RequestBody
+    from zzz.forms import FormData, UploadFile
     from zzz.lifecycle import State
     from zzz.routing import Route, Router
     from zzz.server import Server
@@ -65,10 +64,8 @@ TEXT_HTML = "text/html; charset=utf-8"
 APPLICATION_JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 FORM_URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART_FORM = "multipart/form-data"
 
-#: ``send_file`` reads and streams files in pieces of this size; a file no larger
-#: is sent in one piece with a ``Content-Length`` instead of chunked framing.
-FILE_CHUNK_SIZE = 64 * 1024
 #: Most fields parsed from one query string or form body; far beyond any real
 #: form, and it bounds the work a hostile body can cause.
 MAX_FORM_FIELDS = 10_000
@@ -255,13 +252,6 @@ def _check_fields(headers: object) -> list[tuple[str, str]]:
     return fields
 
 
-def _file_chunks(path: str) -> Iterator[bytes]:
-    """Read ``path`` piece by piece; opened on first use so an unread stream holds no fd."""
-    with open(path, "rb") as file:
-        while chunk := file.read(FILE_CHUNK_SIZE):
-            yield chunk
-
-
 class _Unset:
     """Marker for "not parsed yet" where ``None`` is a valid parsed value (JSON null)."""
 
@@ -278,7 +268,7 @@ class _Lazy:
 
     def __init__(self) -> None:
         self.query: Query | None = None
-        self.form: Query | None = None
+        self.form: FormData | None = None
         self.json: Any = _UNSET
         self.cookies: dict[str, str] | None = None
         self.assigns: dict[str, Any] | None = None
@@ -459,8 +449,11 @@ class Context:
                 value = data[name]
                 return value if isinstance(value, str) else _json.dumps(value)
             return None
-        if content_type == FORM_URLENCODED:
-            return self.form_value(name)
+        if content_type in (FORM_URLENCODED, MULTIPART_FORM):
+            try:
+                return self.form_value(name)
+            except HTTPError:
+                return None
         return None
 
     def _request_content_type(self) -> str:
@@ -516,18 +509,28 @@ class Context:
             lazy.json = value
         return value
 
-    def form_value(self, name: str) -> str | None:
-        """First value of ``name`` in an ``application/x-www-form-urlencoded`` body."""
+    def form(self) -> FormData:
+        """The body parsed as a form (urlencoded or multipart), once; other types: empty.
+
+        Uploaded files above ``zzz.forms.SPOOL_MAX_SIZE`` wait in temporary files
+        on disk. A malformed body is the client's error (400, saying what is wrong).
+        """
         lazy = self._parsed()
         form = lazy.form
         if form is None:
-            if self._request_content_type() == FORM_URLENCODED:
-                text = self.request.body.decode("utf-8", "replace")
-                form = Query.parse(text)
-            else:
-                form = Query([])
-            lazy.form = form
-        return form.get(name)
+            from zzz.forms import parse_form
+
+            form = lazy.form = parse_form(self.request.headers.get("content-type"),
+                                          (self.request.body,))
+        return form
+
+    def form_value(self, name: str) -> str | None:
+        """First value of field ``name`` in a urlencoded or multipart form body."""
+        return self.form().get(name)
+
+    def file(self, name: str) -> UploadFile | None:
+        """The first file uploaded as ``name`` in a ``multipart/form-data`` body."""
+        return self.form().file(name)
 
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name`` from the ``Cookie`` header(s), unquoted."""
@@ -650,44 +653,48 @@ class Context:
         self._content_type = content_type
         self._body = b""
 
-    def send_file(self, path: str | os.PathLike[str], content_type: str | None = None) -> None:
-        """Answer with a file's contents (404 when it is missing or not a regular file).
+    def send_file(
+        self,
+        path: str | os.PathLike[str],
+        content_type: str | None = None,
+        *,
+        max_age: int | None = None,
+    ) -> None:
+        """Answer with a file, as ``zzz.static_files`` does (one implementation: ``zzz.static``).
 
-        The type is guessed from the name when not given. Never pass a path
-        built from request data without confining it to a directory first.
+        404 when it is missing or not a regular file, 403 when unreadable. The
+        type is guessed from the name when not given. Conditional requests
+        (``ETag``/``Last-Modified`` → 304) and one ``Range`` (206/416) are
+        honoured, and the body is sent with ``sendfile`` on plain TCP. Never
+        pass a path built from request data: ``static_files`` confines those.
+        Headers set before are kept; later ``set_header`` calls still apply.
         """
+        from zzz import static
+
         filename = os.fspath(path)
-        try:
-            info = os.stat(filename)
-        except (FileNotFoundError, NotADirectoryError):
-            self.text(404, "Not Found")
-            return
-        except PermissionError:
-            self.text(403, "Forbidden")
-            return
-        if not stat.S_ISREG(info.st_mode):
-            self.text(404, "Not Found")
-            return
-        if content_type is None:
-            content_type = mimetypes.guess_type(filename)[0] or OCTET_STREAM
-        check_header("Content-Type", content_type)
-        self._status = 200
-        self._content_type = content_type
-        if info.st_size <= FILE_CHUNK_SIZE:
-            try:
-                with open(filename, "rb") as file:
-                    self._body = file.read()
-            except PermissionError:
-                self.text(403, "Forbidden")
-                return
-            self._stream = None
+        if content_type is not None:
+            check_header("Content-Type", content_type)
         else:
-            self._body = b""
-            self._stream = _encode_chunks(_file_chunks(filename), self)
+            content_type = static.content_type_for(filename)
+        self.set_response(
+            static.file_response(
+                self.request,
+                os.path.realpath(filename),
+                content_type=content_type,
+                max_age=max_age,
+                headers=self._headers,
+            )
+        )
 
     def set_header(self, name: str, value: str) -> None:
         """Set response header ``name``, replacing earlier values of it."""
         check_header(name, value)
+        response = self._response
+        if response is not None:  # after set_response()/built_response(): edit it
+            lname = name.lower()
+            response.headers[:] = [(n, v) for n, v in response.headers if n.lower() != lname]
+            response.headers.append((name, value))
+            return
         if name.lower() == "content-type":
             self._content_type = value
             return
@@ -702,7 +709,9 @@ class Context:
     def add_header(self, name: str, value: str) -> None:
         """Add a response header field, keeping earlier ones of the same name."""
         check_header(name, value)
-        if self._headers is None:
+        if self._response is not None:
+            self._response.headers.append((name, value))
+        elif self._headers is None:
             self._headers = [(name, value)]
         else:
             self._headers.append((name, value))
@@ -835,6 +844,18 @@ class Context:
         self._status = response.status
         self._body = body
         self._stream = stream
+
+    def built_response(self) -> Response:
+        """The response as the rest of the chain left it, for middleware that rewrite it.
+
+        Call it after ``next()`` returned (compression does). From then on the
+        response *is* the answer: ``set_header``, ``add_header`` and ``status``
+        act on it, and the body helpers (``text``, ``json``...) no longer do.
+        """
+        response = self._response
+        if response is None:
+            response = self._response = self.build_response()
+        return response
 
     def build_response(self) -> Response:
         """The response collected so far (the router calls this once at the end).

@@ -28,7 +28,7 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 
 def served(serve: Any, name: str, **config: Any) -> Any:
-    factory, interface, *_ = FRAMEWORKS[name]
+    factory, _interface, *_ = FRAMEWORKS[name]
     return serve(factory(), **config)
 
 
@@ -75,7 +75,7 @@ def test_curl(serve, framework):
 
 
 def test_lifespan_state(serve, framework):
-    _, interface, _, has_state, _ = FRAMEWORKS[framework]
+    _, _interface, _, has_state, _ = FRAMEWORKS[framework]
     if not has_state:
         pytest.skip(f"{framework} has no lifespan state")
     srv = served(serve, framework)

@@ -14,9 +14,10 @@ import pytest
 
 import zzz
 from zzz import Context, HTTPError, Response, Router
-from zzz.context import FILE_CHUNK_SIZE
 from zzz.http.headers import Headers
 from zzz.http.request import Request
+from zzz.http.response import FILE_READ_CHUNK
+from zzz.static import INLINE_FILE_MAX
 
 SERVER = zzz.Server(Router(), zzz.Config(port=0))
 
@@ -362,21 +363,25 @@ def test_send_file_small(tmp_path: Path) -> None:
     ctx.send_file(path)
     response = ctx.build_response()
     assert (response.status, response.body, response.stream) == (200, b"<h1>hi</h1>", None)
-    assert response.headers == [("Content-Type", "text/html")]
+    assert ("Content-Type", "text/html; charset=utf-8") in response.headers
 
 
-def test_send_file_large_streams_in_chunks(tmp_path: Path) -> None:
-    data = bytes(range(256)) * (FILE_CHUNK_SIZE // 256 * 2 + 3)
+def test_send_file_large_is_a_file_body(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (INLINE_FILE_MAX // 256 * 2 + 3)
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
     ctx = make_ctx()
+    ctx.set_header("X-Before", "1")
     ctx.send_file(str(path), content_type="application/x-blob")
+    ctx.set_header("X-After", "2")
     response = ctx.build_response()
-    assert response.stream is not None
-    chunks = list(response.stream)  # type: ignore[arg-type]
+    assert response.file is not None and response.file.count == len(data)
+    chunks = list(response.file)
     assert b"".join(chunks) == data
-    assert max(len(c) for c in chunks) == FILE_CHUNK_SIZE
-    assert response.headers == [("Content-Type", "application/x-blob")]
+    assert max(len(c) for c in chunks) <= FILE_READ_CHUNK
+    headers = dict(response.headers)
+    assert headers["Content-Type"] == "application/x-blob"
+    assert headers["X-Before"] == "1" and headers["X-After"] == "2"
 
 
 def test_send_file_unknown_type_is_octet_stream(tmp_path: Path) -> None:
@@ -384,7 +389,26 @@ def test_send_file_unknown_type_is_octet_stream(tmp_path: Path) -> None:
     path.write_bytes(b"x")
     ctx = make_ctx()
     ctx.send_file(path)
-    assert ctx.build_response().headers == [("Content-Type", "application/octet-stream")]
+    assert ("Content-Type", "application/octet-stream") in ctx.build_response().headers
+
+
+def test_send_file_conditionals_only_for_get_and_head(tmp_path: Path) -> None:
+    path = tmp_path / "page.txt"
+    path.write_bytes(b"x" * 100)
+    etag = dict(make_ctx_sent(path, "GET").headers)["ETag"]
+    for method, status in (("GET", 304), ("HEAD", 304), ("POST", 200)):
+        response = make_ctx_sent(path, method, [("If-None-Match", etag), ("Range", "bytes=0-0")])
+        assert response.status == status, method
+    ranged = make_ctx_sent(path, "GET", [("Range", "bytes=0-0")])
+    assert (ranged.status, ranged.body) == (206, b"x")
+    assert make_ctx_sent(path, "POST", [("Range", "bytes=0-0")]).status == 200
+
+
+def make_ctx_sent(path: Path, method: str,
+                  headers: list[tuple[str, str]] | None = None) -> Response:
+    ctx = make_ctx(method, headers=headers)
+    ctx.send_file(path)
+    return ctx.build_response()
 
 
 def test_send_file_missing_or_directory_is_404(tmp_path: Path) -> None:

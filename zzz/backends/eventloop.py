@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._sendfile import loop_send_file
 from zzz.backends._watchdog import LoopWatchdog
 from zzz.body import BodyError, ClientDisconnected, RequestBody
 from zzz.http.connection import (
@@ -268,7 +269,7 @@ class HttpProtocol(asyncio.Protocol):
                 except Exception:
                     result = app_error(request)
                 state.current = None
-                if type(result) is Response and result.stream is None:
+                if type(result) is Response and result.stream is None and result.file is None:
                     transport = self.transport
                     if transport is None:
                         return
@@ -351,7 +352,7 @@ class HttpProtocol(asyncio.Protocol):
                     transport.write(b"".join(out))
                     self._upgrade(result)
                     return
-                if type(result) is Response and result.stream is None:
+                if type(result) is Response and result.stream is None and result.file is None:
                     if server.shutting_down.is_set():
                         engine.close_after_response = True
                     if self._body_error is not None:
@@ -483,6 +484,8 @@ class HttpProtocol(asyncio.Protocol):
                 error, self._body_error = self._body_error, None
                 if result.stream is not None:
                     await _close_stream(result.stream)
+                if result.file is not None:
+                    result.file.close()
                 transport.write(engine.error_response(error))
                 self._close_after_answer()
                 return
@@ -490,7 +493,13 @@ class HttpProtocol(asyncio.Protocol):
             if result.upgrade is not None:
                 self._upgrade(result)
                 return
-            if result.stream is not None:
+            if result.file is not None:  # zero-copy file body (zzz/backends/_sendfile.py)
+                if not await loop_send_file(self._loop, transport, request, result,
+                                            self._write_piece,
+                                            self._state.backend.write_timeout):
+                    self._abort()
+                    return
+            elif result.stream is not None:
                 if request.method == "HEAD":
                     await _close_stream(result.stream)  # never read: release what it holds
                 elif not await self._write_stream(result.stream, request):

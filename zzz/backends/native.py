@@ -44,6 +44,7 @@ from zzz.backends._dispatch import (
     app_error,
 )
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._sendfile import native_send_file
 from zzz.backends._thread_timers import ThreadTimerService
 from zzz.backends._ws_native import NativeWebSockets
 from zzz.body import BodyError, ClientDisconnected, RequestBody
@@ -857,6 +858,8 @@ class NativeBackend:
             conn.body_error = None
             if result.stream is not None:
                 self._close_stream(result.stream)
+            if result.file is not None:
+                result.file.close()
             out.append(engine.error_response(error))
             return True
         if self.stop.is_set():  # shutdown began while the handler ran
@@ -864,6 +867,8 @@ class NativeBackend:
         if result.upgrade is not None:
             return self.websockets.upgrade(conn, request, result, out)
         out.append(engine.serialize(result, request))
+        if result.file is not None:  # zero-copy file body (zzz/backends/_sendfile.py)
+            return native_send_file(conn, request, result, out, self._send, self._close)
         stream = result.stream
         if stream is None:
             return True

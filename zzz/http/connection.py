@@ -775,6 +775,9 @@ class HTTPConnection:
         body = b""
         if status in NO_BODY_STATUSES:
             self._body_mode = _BODY_NONE
+        elif response.file is not None:  # sent by the backend (zzz/backends/_sendfile.py)
+            self._body_mode = _BODY_NONE
+            parts.append(b"Content-Length: %d\r\n" % response.file.count)
         elif response.stream is not None:
             if request is not None and request.http_version == "1.1":
                 parts.append(b"Transfer-Encoding: chunked\r\n")

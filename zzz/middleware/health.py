@@ -40,3 +40,8 @@ class Health:
     async def acall(self, ctx: Context) -> None:
         if not self._answer(ctx):
             await ctx.next()
+
+
+def health(path: str = "/healthz", body: str = "ok\n") -> Health:
+    """Middleware answering ``path`` (200, or 503 once a graceful shutdown began)."""
+    return Health(path, body)

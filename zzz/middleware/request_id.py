@@ -44,3 +44,9 @@ class RequestId:
     async def acall(self, ctx: Context) -> None:
         self._begin(ctx)
         await ctx.next()
+
+
+def request_id(header_name: str = "X-Request-Id", assign: str = "request_id") -> RequestId:
+    """Middleware giving every request an ID (the caller's when well-formed, see
+    :class:`RequestId`), kept in ``ctx.assigns[assign]`` and echoed in ``header_name``."""
+    return RequestId(header_name, assign)
