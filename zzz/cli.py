@@ -484,12 +484,16 @@ def load_app(spec: str, search_dir: str | None = None) -> Application:
                 f"app: reading {'.'.join(walked)!r} of {module_name!r} failed: "
                 f"{describe_exception(exc)}"
             ) from exc
-    if not (callable(getattr(target, "handle", None))
-            and callable(getattr(target, "check_continue", None))):
-        raise CliError(
-            f"app: {spec} is a {type(target).__name__}, not an application "
-            "(expected a zzz.Router or an object with handle() and check_continue())"
-        )
+    from zzz.interfaces import InterfaceError, detect
+
+    try:
+        detect(target)  # a zzz Router, an ASGI 3 or a WSGI callable (--interface forces)
+    except InterfaceError as exc:
+        if not callable(target):
+            raise CliError(
+                f"app: {spec} is a {type(target).__name__}, not an application (expected a "
+                "zzz.Router, an ASGI 3 callable or a WSGI callable)") from None
+        raise CliError(f"{exc} (from {spec})") from None
     app: Application = target
     return app
 
@@ -566,9 +570,11 @@ def make_server(app: Application, options: RunOptions) -> Server:
         raise CliError(str(exc)) from None
     from zzz.server import Server
 
+    from zzz.interfaces import InterfaceError
+
     try:
         return Server(app, options.config, backend=options.backend)
-    except ConfigError as exc:
+    except (ConfigError, InterfaceError) as exc:
         raise CliError(str(exc)) from None
     except (ValueError, OSError, ImportError) as exc:
         prefix = "tls: " if options.config.tls is not None else ""

@@ -69,7 +69,7 @@ def detect(app: object) -> str:
         return "zzz"
     if not callable(app):
         raise InterfaceError(
-            f"app: a {type(app).__name__} is not an application (expected a zzz.Router, "
+            f"app: {app!r} is a {type(app).__name__}, not an application (expected a zzz.Router, "
             "an ASGI 3 callable `async (scope, receive, send)` or a WSGI callable "
             "`(environ, start_response)`)")
     if _is_async_callable(app):
