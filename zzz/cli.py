@@ -568,9 +568,8 @@ def make_server(app: Application, options: RunOptions) -> Server:
         raise CliError(f"backend: cannot load {options.backend!r}: {exc}") from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    from zzz.server import Server
-
     from zzz.interfaces import InterfaceError
+    from zzz.server import Server
 
     try:
         return Server(app, options.config, backend=options.backend)
