@@ -44,6 +44,12 @@ TLS_TRANSPORT_MODULES = frozenset({
 })
 
 
+#: Modules whose serve-based tests also run with the ASGI and WSGI twins of the Router
+#: test app (``interface``: zzz, asgi, wsgi): framing, limits, timeouts and bad input
+#: must be refused identically whatever answers the request (issue 9).
+INTERFACE_MODULES = frozenset({"test_bad_input"})
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "tls_transport: run this serve-based test over TCP and over TLS")
@@ -53,8 +59,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rpartition(".")[2]
     wanted = module in TLS_TRANSPORT_MODULES or any(
         mark.name == "tls_transport" for mark in metafunc.definition.iter_markers())
-    if wanted and "transport" in metafunc.fixturenames:
+    interfaces = module in INTERFACE_MODULES and "interface" in metafunc.fixturenames
+    if wanted and "transport" in metafunc.fixturenames and interfaces:
+        # TLS is the transport's concern, not the interface's: the twins run over TCP.
+        metafunc.parametrize(("transport", "interface"), [
+            ("tcp", "zzz"), ("tls", "zzz"), ("tcp", "asgi"), ("tcp", "wsgi"),
+        ], indirect=True)
+    elif wanted and "transport" in metafunc.fixturenames:
         metafunc.parametrize("transport", ["tcp", "tls"], indirect=True)
+    elif interfaces:
+        metafunc.parametrize("interface", ["zzz", "asgi", "wsgi"], indirect=True)
+
+
+@pytest.fixture
+def interface(request: pytest.FixtureRequest) -> str:
+    """``zzz``, ``asgi`` or ``wsgi``: which twin of the test app ``serve`` runs
+    (``asgi``/``wsgi`` only in INTERFACE_MODULES)."""
+    return str(getattr(request, "param", "zzz"))
 
 
 @pytest.fixture
@@ -107,7 +128,7 @@ class RunningServer:
 
 @pytest.fixture
 def serve(
-    backend: str, transport: str, request: pytest.FixtureRequest,
+    backend: str, transport: str, interface: str, request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[..., RunningServer]]:
     """Factory: ``serve(app, **config_overrides)`` → a running server on ``backend``."""
@@ -117,6 +138,16 @@ def serve(
 
     def start(app: Any, **overrides: Any) -> RunningServer:
         overrides.setdefault("drain_timeout_ms", TEST_DRAIN_TIMEOUT_MS)
+        if interface != "zzz":
+            from .apps import app as router_app
+            from .interface_apps import TWINS
+
+            if app is not router_app:
+                pytest.skip(f"{request.node.name}: a Router-only app has no {interface} twin")
+            app = TWINS[interface]
+            # ASGI and WSGI bodies are streamed: the same bound, as the stream limit.
+            overrides.setdefault("max_stream_body_size",
+                                 overrides.get("max_body_size", Config().max_body_size))
         client_ssl: ssl.SSLContext | None = None
         ca_file: str | None = None
         if transport == "tls" and "tls" not in overrides:
