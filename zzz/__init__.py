@@ -5,7 +5,14 @@ This module only re-exports the public API; see the submodules for the code.
 
 from typing import TYPE_CHECKING, Any
 
-from zzz.config import Config, ConfigError, EventLoopConfig, NativeConfig, TlsConfig
+from zzz.config import (
+    Config,
+    ConfigError,
+    EventLoopConfig,
+    NativeConfig,
+    ObservabilityConfig,
+    TlsConfig,
+)
 from zzz.context import Context
 from zzz.errors import HTTPError
 from zzz.http.headers import Headers
@@ -28,6 +35,7 @@ __all__ = [
     "HTTPError",
     "Headers",
     "NativeConfig",
+    "ObservabilityConfig",
     "Request",
     "Response",
     "Router",

@@ -189,6 +189,7 @@ class HttpProtocol(asyncio.Protocol):
         if backend.write_buffer_high != LOOP_DEFAULT_WRITE_BUFFER_HIGH:
             self.transport.set_write_buffer_limits(high=backend.write_buffer_high)
         self._state.connections.add(self)
+        backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
         self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
         if self._state.shutting_down:
@@ -321,6 +322,7 @@ class HttpProtocol(asyncio.Protocol):
                 out.append(answer_expect(state.backend.server, engine, event))
             else:
                 assert isinstance(event, ProtocolError)
+                state.backend.server.observer.bad_request(event.status)
                 out.append(engine.error_response(event))
             if engine.must_close:
                 transport.write(b"".join(out))
@@ -500,6 +502,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._pending.append(error)
                     self._maybe_pause_reading()
                 else:
+                    backend.server.observer.bad_request(error.status)
                     transport.write(engine.error_response(error))
                     self._close()
                     return
@@ -625,6 +628,7 @@ class EventLoopBackend:
         self.scheme = "https" if server.ssl_context is not None else "http"
         self.states: list[LoopState] = []
         self._states_lock = threading.Lock()
+        server.observer.attach_backend(self)
 
     def run(self) -> None:
         server = self.server
@@ -718,7 +722,8 @@ def _served_tls_context(server: Server, handshake_timeout: float) -> Any:
         return None
     from zzz.tls import follow_reloads
 
-    return follow_reloads(server.ssl_context, lambda: server.ssl_context, handshake_timeout)
+    return follow_reloads(server.ssl_context, lambda: server.ssl_context, handshake_timeout,
+                          on_failure=server.observer.tls_failed)
 
 
 async def _close_stream(stream: Iterable[bytes] | AsyncIterable[bytes]) -> None:

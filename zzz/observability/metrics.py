@@ -1,0 +1,182 @@
+"""Prometheus metrics of one server, on ``prometheus_client``.
+
+``prometheus_client`` is the ecosystem's standard: its text exposition, its
+histogram semantics and its multiprocess mode are what scrapers and the other
+Python servers expect, so zzz does not write its own. It is the optional extra
+``zzz[metrics]``: ``Config`` refuses ``metrics_port``/``metrics_path`` with a
+one-line error naming the field when it is missing, and nothing here is
+imported unless metrics are on.
+
+Two kinds of figures:
+
+* **Events** (requests, bad requests, accepted connections, TLS handshake
+  failures, WebSocket messages) are counters and histograms updated by the
+  :class:`~zzz.observability.observer.Observer` as they happen.
+* **Levels** of the backend (open connections, native queue depth, busy
+  workers, parked connections) are read from the backend object *at scrape
+  time* by :class:`BackendCollector`: nothing is paid per request for them.
+  ``closed = accepted - open`` is derived the same way.
+
+Each server has its own :class:`CollectorRegistry` (two servers in one process,
+as in the tests, never mix their counts). With ``PROMETHEUS_MULTIPROC_DIR`` set
+(``--workers N``) the event metrics are written to per-process files by
+``prometheus_client`` itself and a scrape of any worker aggregates them all
+(:meth:`ServerMetrics.exposition`); the supervisor calls the functions of
+:mod:`zzz.observability.multiproc` before forking and when a worker exits. Scrape-time
+levels then describe the worker that answered the scrape only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from zzz.observability.multiproc import MULTIPROC_ENV
+
+#: Request duration buckets (seconds): 100 µs (a hello route) up to 10 s, roughly x2.5
+#: apart, so both the fast path and slow handlers land in a bucket that resolves them.
+DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Response body size buckets (bytes): 0 (204/304) to 16 MiB, x4 apart.
+SIZE_BUCKETS = (0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+#: Loop-lag buckets (seconds): a healthy loop lags < 1 ms; > 100 ms is a blocked loop.
+LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: Methods kept as label values; anything else is ``other`` (bounded cardinality:
+#: llhttp accepts dozens of methods and a scanner would create a series for each).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
+                           "CONNECT", "TRACE"})
+#: ``status // 100`` → label value, precomputed so the hot path formats nothing.
+STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+def status_class(status: int) -> str:
+    return STATUS_CLASSES.get(status // 100, "other")
+
+
+class ServerMetrics:
+    """The event metrics of one server and the registry they live in."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            "zzz_http_requests", "HTTP requests answered, by method and status class",
+            ["method", "status_class"], registry=reg)
+        self.duration = Histogram(
+            "zzz_http_request_duration_seconds",
+            "Time from the application call to the response produced (streams: last chunk)",
+            buckets=DURATION_BUCKETS, registry=reg)
+        self.size = Histogram(
+            "zzz_http_response_size_bytes", "Response body bytes (HEAD: 0)",
+            buckets=SIZE_BUCKETS, registry=reg)
+        self.in_flight = Gauge(
+            "zzz_http_requests_in_flight", "Requests inside the application or streaming",
+            registry=reg, multiprocess_mode="livesum")
+        self.bad_requests = Counter(
+            "zzz_http_bad_requests", "Requests refused by the HTTP engine, by status",
+            ["status"], registry=reg)
+        self.accepted = Counter(
+            "zzz_connections_accepted", "TCP connections accepted", registry=reg)
+        self.tls_failures = Counter(
+            "zzz_tls_handshake_failures", "TLS handshakes that failed or timed out",
+            registry=reg)
+        self.ws_open = Gauge(
+            "zzz_websocket_connections_open", "WebSocket connections open",
+            registry=reg, multiprocess_mode="livesum")
+        self.ws_opened = Counter(
+            "zzz_websocket_connections", "WebSocket connections opened", registry=reg)
+        self.ws_messages = Counter(
+            "zzz_websocket_messages_received", "WebSocket messages received", registry=reg)
+        self.loop_lag = Histogram(
+            "zzz_eventloop_lag_seconds", "How late the periodic loop-lag probe ran",
+            buckets=LAG_BUCKETS, registry=reg)
+        self.backend = BackendCollector(self)
+        reg.register(self.backend)
+
+    def exposition(self) -> bytes:
+        """The text exposition a scrape returns (every worker's with multiprocess mode)."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(self.backend)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class BackendCollector(Collector):
+    """Backend levels read at scrape time from the running backend object.
+
+    The backend is attached by :meth:`Observer.attach_backend`; its shape is
+    read by duck typing (native: ``queue``, ``parker``, ``open_conns``,
+    ``busy_workers``; event loop: ``states``), so a backend that lacks a figure
+    simply does not report it.
+    """
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+        self.backend: Any = None
+
+    def describe(self) -> list[Any]:
+        return []  # the families depend on the backend attached at run time
+
+    def collect(self) -> Iterator[Any]:
+        backend = self.backend
+        if backend is None:
+            return
+        open_now = _open_connections(backend)
+        if open_now is not None:
+            yield GaugeMetricFamily("zzz_connections_open", "Connections open", value=open_now)
+            if not os.environ.get(MULTIPROC_ENV):
+                accepted = _total(self._metrics.accepted)
+                yield CounterMetricFamily("zzz_connections_closed", "Connections closed",
+                                          value=max(0.0, accepted - open_now))
+        queue = getattr(backend, "queue", None)
+        if queue is not None:
+            yield GaugeMetricFamily("zzz_native_queue_depth",
+                                    "Connections waiting for a worker", value=len(queue))
+        busy = getattr(backend, "busy_workers", None)
+        if busy is not None:
+            yield GaugeMetricFamily("zzz_native_busy_workers", "Workers serving a connection",
+                                    value=len(busy))
+        parker = getattr(backend, "parker", None)
+        if parker is not None:
+            yield GaugeMetricFamily("zzz_native_parked_connections",
+                                    "Idle connections waiting on the acceptor's selector",
+                                    value=len(parker.parked))
+
+
+def _open_connections(backend: Any) -> int | None:
+    conns = getattr(backend, "open_conns", None)
+    if conns is not None:
+        return len(conns)
+    states = getattr(backend, "states", None)
+    if states is not None:
+        return sum(len(state.connections) for state in list(states))
+    return None
+
+
+def _total(counter: Counter) -> float:
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                return float(sample.value)
+    return 0.0
