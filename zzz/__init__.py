@@ -18,6 +18,7 @@ from zzz.errors import HTTPError
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.observability.middleware import metrics, structured_logger
 from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
@@ -47,12 +48,14 @@ __all__ = [
     "delete",
     "get",
     "head",
+    "metrics",
     "options",
     "patch",
     "post",
     "put",
     "route",
     "scope",
+    "structured_logger",
     "ws",
 ]
 
