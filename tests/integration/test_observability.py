@@ -160,6 +160,15 @@ def test_backend_levels_are_read_at_scrape_time(serve, backend):
         assert value(samples, "zzz_native_queue_depth") == 0
         assert value(samples, "zzz_native_busy_workers") == 0
         assert "zzz_native_parked_connections" in samples
+        slow = threading.Thread(target=httpx.get, args=(f"{srv.url}/slow?ms=1500",),
+                                kwargs={"timeout": 10})
+        slow.start()
+        try:
+            assert eventually(
+                lambda: value(scrape(admin_url(srv)), "zzz_native_busy_workers") == 1)
+            assert value(scrape(admin_url(srv)), "zzz_http_requests_in_flight") == 1
+        finally:
+            slow.join(10)
     else:
         assert eventually(
             lambda: value(scrape(admin_url(srv)), "zzz_eventloop_lag_seconds_count") >= 2)
@@ -320,3 +329,57 @@ def test_cli_json_log_format(cli_process):
     assert any(r.get("event") == "start" for r in records)
     access = [r for r in records if r["logger"] == "zzz.access"]
     assert len(access) == 1 and access[0]["status"] == 200 and access[0]["path"] == "/"
+
+
+# --------------------------------------------------------------------------- Router middleware
+
+
+def _routed_app() -> zzz.Router:
+    app = zzz.Router(middleware=[zzz.metrics("/metrics"), zzz.structured_logger("info", "json")])
+
+    @app.get("/users/:id")
+    def user(ctx: zzz.Context) -> None:
+        ctx.text(200, ctx.path_param("id"))
+
+    @app.get("/async/:id")
+    async def auser(ctx: zzz.Context) -> None:
+        ctx.text(201, "a")
+
+    return app
+
+
+def test_router_metrics_label_the_route_pattern(serve, backend):
+    srv = serve(_routed_app(), observability=obs(metrics_port=0))
+    with httpx.Client(timeout=10) as http:
+        for path in ("/users/1", "/users/2", "/async/3", "/nope", "/nope/deeper"):
+            http.get(f"{srv.url}{path}")
+    samples = scrape(f"{srv.url}/metrics")
+    assert value(samples, "zzz_route_requests_total", route="/users/:id",
+                 status_class="2xx") == 2
+    assert value(samples, "zzz_route_requests_total", route="/async/:id",
+                 status_class="2xx") == 1
+    assert value(samples, "zzz_route_requests_total", route="(unmatched)",
+                 status_class="4xx") == 2
+    routes = {labels["route"] for labels, _ in samples["zzz_route_requests_total"]}
+    assert routes == {"/users/:id", "/async/:id", "(unmatched)"}  # never a raw path
+    # The server's own metrics follow the route metrics in the same scrape.
+    assert value(samples, "zzz_http_requests_total", method="GET", status_class="2xx") == 3
+
+
+def test_structured_logger_json_message(serve, backend):
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("zzz.request")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        srv = serve(_routed_app())
+        httpx.get(f"{srv.url}/users/9?q=1", timeout=10, headers={"X-Request-Id": "abc"})
+        assert eventually(lambda: bool(buffer.getvalue()))
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(buffer.getvalue().splitlines()[0])
+    assert line == {**line, "method": "GET", "path": "/users/9", "route": "/users/:id",
+                    "status": 200, "request_id": "abc"}
+    assert line["duration_us"] >= 0
