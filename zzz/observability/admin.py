@@ -59,7 +59,11 @@ class AdminListener:
         server_class: type[http.server.ThreadingHTTPServer] = http.server.ThreadingHTTPServer
         if ":" in host:
             server_class = _V6Server
-        self._httpd = server_class((host, port), handler)
+        try:
+            self._httpd = server_class((host, port), handler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"observability.metrics_port: cannot listen on "
+                                     f"{host}:{port}: {exc.strerror}") from None
         self._httpd.daemon_threads = True
         self.port: int = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(ADMIN_POLL_S,),

@@ -29,6 +29,7 @@ levels then describe the worker that answered the scrape only.
 from __future__ import annotations
 
 import os
+import queue
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,6 +100,8 @@ class ServerMetrics:
         self.tls_failures = Counter(
             "zzz_tls_handshake_failures", "TLS handshakes that failed or timed out",
             registry=reg)
+        #: Failures reported but not yet added to ``tls_failures``: see :meth:`tls_failed`.
+        self._tls_pending: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.ws_open = Gauge(
             "zzz_websocket_connections_open", "WebSocket connections open",
             registry=reg, multiprocess_mode="livesum")
@@ -112,8 +115,23 @@ class ServerMetrics:
         self.backend = BackendCollector(self)
         reg.register(self.backend)
 
+    def tls_failed(self) -> None:
+        """Count a failed handshake. Safe from ``__del__`` (where the event loop's TLS
+        objects report timeouts): ``SimpleQueue.put`` is reentrant, whereas a counter's
+        lock taken inside a garbage collection that interrupted the same counter's
+        ``inc()`` would deadlock. The count is added at the next scrape."""
+        self._tls_pending.put(1)
+
     def exposition(self) -> bytes:
         """The text exposition a scrape returns (every worker's with multiprocess mode)."""
+        pending = 0
+        while True:
+            try:
+                pending += self._tls_pending.get_nowait()
+            except queue.Empty:
+                break
+        if pending:
+            self.tls_failures.inc(pending)
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

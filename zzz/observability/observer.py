@@ -202,8 +202,9 @@ class Observer:
             self.metrics.bad_requests.labels(str(status)).inc()
 
     def tls_failed(self) -> None:
+        """A TLS handshake failed or timed out (may be called from ``__del__``)."""
         if self.metrics is not None:
-            self.metrics.tls_failures.inc()
+            self.metrics.tls_failed()
 
     # ------------------------------------------------------------------ per request
 
