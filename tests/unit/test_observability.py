@@ -126,6 +126,14 @@ def test_bad_log_config_files_name_the_field(tmp_path: Path, name: str, text: st
         load_log_config(str(path))
 
 
+@pytest.mark.skipif(importlib.util.find_spec("yaml") is None, reason="PyYAML not installed")
+def test_yaml_log_config_with_pyyaml(tmp_path: Path) -> None:
+    path = tmp_path / "logging.yaml"
+    path.write_text("version: 1\ndisable_existing_loggers: false\n"
+                    "loggers:\n  zzz.test-yaml:\n    level: WARNING\n")
+    assert load_log_config(str(path))["loggers"] == {"zzz.test-yaml": {"level": "WARNING"}}
+
+
 @pytest.mark.skipif(importlib.util.find_spec("yaml") is not None, reason="PyYAML installed")
 def test_yaml_log_config_without_pyyaml_says_so(tmp_path: Path) -> None:
     path = tmp_path / "logging.yaml"
@@ -179,8 +187,8 @@ _WORKER = textwrap.dedent("""
     from zzz.observability.metrics import ServerMetrics
     metrics = ServerMetrics()
     for _ in range(int(sys.argv[1])):
-        metrics.requests.labels("GET", "2xx").inc()
-        metrics.duration.observe(0.001)
+        metrics.recorder.started()
+        metrics.recorder.finished("GET", 200, 1_000_000, 13)
     if sys.argv[2] == "print":
         sys.stdout.write(metrics.exposition().decode())
 """)
@@ -210,7 +218,71 @@ def test_multiprocess_mode_sums_every_worker(tmp_path: Path) -> None:
         sample.name: sample.value
         for family in text_string_to_metric_families(scrape)
         for sample in family.samples
-        if sample.name in ("zzz_http_requests_total", "zzz_http_request_duration_seconds_count")
+        if sample.name in ("zzz_http_requests_total", "zzz_http_request_duration_seconds_count",
+                           "zzz_http_requests_in_flight")
     }
     assert totals == {"zzz_http_requests_total": sum(WORKER_REQUESTS),
-                      "zzz_http_request_duration_seconds_count": sum(WORKER_REQUESTS)}
+                      "zzz_http_request_duration_seconds_count": sum(WORKER_REQUESTS),
+                      "zzz_http_requests_in_flight": 0}
+
+
+# --------------------------------------------------------------------------- shards
+
+#: Threads and updates per thread of the lost-update test.
+SHARD_THREADS = 8
+SHARD_UPDATES = 20_000
+#: Values spread over every duration bucket, +Inf included, and exact bucket bounds.
+SAMPLE_SECONDS = (0.0, 0.00005, 0.0001, 0.0003, 0.001, 0.004, 0.05, 0.7, 3.0, 10.0, 42.0)
+
+
+def _families(text: str) -> dict[str, list[Any]]:
+    return {f.name: sorted((tuple(sorted(s.labels.items())), s.name, s.value)
+                           for s in f.samples if not s.name.endswith("_created"))
+            for f in text_string_to_metric_families(text)}
+
+
+def test_sharded_counts_lose_nothing_across_threads() -> None:
+    import threading
+
+    from zzz.observability.metrics import ShardedRecorder
+
+    recorder = ShardedRecorder()
+    barrier = threading.Barrier(SHARD_THREADS)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(SHARD_UPDATES):
+            recorder.started()
+            recorder.finished("GET", 200, 1000, 1)
+
+    threads = [threading.Thread(target=work) for _ in range(SHARD_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    families = {f.name: f for f in recorder.collect()}
+    total = SHARD_THREADS * SHARD_UPDATES
+    assert families["zzz_http_requests"].samples[0].value == total
+    assert families["zzz_http_requests_in_flight"].samples[0].value == 0
+    count = [s for s in families["zzz_http_request_duration_seconds"].samples
+             if s.name.endswith("_count")]
+    assert count[0].value == total
+
+
+def test_sharded_histogram_matches_prometheus_client() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from zzz.observability.metrics import DURATION_BUCKETS, ShardedRecorder
+
+    recorder = ShardedRecorder()
+    registry = CollectorRegistry()
+    reference = Histogram("zzz_http_request_duration_seconds", "x",
+                          buckets=DURATION_BUCKETS, registry=registry)
+    for seconds in SAMPLE_SECONDS:
+        recorder.finished("GET", 200, round(seconds * 1e9), 0)
+        reference.observe(round(seconds * 1e9) / 1e9)
+    ours = CollectorRegistry()
+    ours.register(recorder)
+    name = "zzz_http_request_duration_seconds"
+    assert (_families(generate_latest(ours).decode())[name]
+            == _families(generate_latest(registry).decode())[name])

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -46,6 +48,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from zzz.observability.multiproc import MULTIPROC_ENV
+from zzz.observability.shards import histogram_family
 
 #: Request duration buckets (seconds): 100 µs (a hello route) up to 10 s, roughly x2.5
 #: apart, so both the fast path and slow handlers land in a bucket that resolves them.
@@ -74,29 +77,24 @@ def status_class(status: int) -> str:
 
 
 class ServerMetrics:
-    """The event metrics of one server and the registry they live in."""
+    """The metrics of one server and the registry they live in.
+
+    Per-request and per-connection figures go through :attr:`recorder`
+    (:class:`ShardedRecorder`, or :class:`ClientRecorder` in multiprocess mode);
+    rare events (bad requests, TLS failures, WebSocket opens, loop lag) use
+    ``prometheus_client`` objects directly.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
-        self.requests = Counter(
-            "zzz_http_requests", "HTTP requests answered, by method and status class",
-            ["method", "status_class"], registry=reg)
-        self.duration = Histogram(
-            "zzz_http_request_duration_seconds",
-            "Time from the application call to the response produced (streams: last chunk)",
-            buckets=DURATION_BUCKETS, registry=reg)
-        self.size = Histogram(
-            "zzz_http_response_size_bytes", "Response body bytes (HEAD: 0)",
-            buckets=SIZE_BUCKETS, registry=reg)
-        self.in_flight = Gauge(
-            "zzz_http_requests_in_flight", "Requests inside the application or streaming",
-            registry=reg, multiprocess_mode="livesum")
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.recorder: Recorder = ClientRecorder(reg) if self.multiprocess else ShardedRecorder()
+        if isinstance(self.recorder, ShardedRecorder):
+            reg.register(self.recorder)
         self.bad_requests = Counter(
             "zzz_http_bad_requests", "Requests refused by the HTTP engine, by status",
             ["status"], registry=reg)
-        self.accepted = Counter(
-            "zzz_connections_accepted", "TCP connections accepted", registry=reg)
         self.tls_failures = Counter(
             "zzz_tls_handshake_failures", "TLS handshakes that failed or timed out",
             registry=reg)
@@ -107,8 +105,6 @@ class ServerMetrics:
             registry=reg, multiprocess_mode="livesum")
         self.ws_opened = Counter(
             "zzz_websocket_connections", "WebSocket connections opened", registry=reg)
-        self.ws_messages = Counter(
-            "zzz_websocket_messages_received", "WebSocket messages received", registry=reg)
         self.loop_lag = Histogram(
             "zzz_eventloop_lag_seconds", "How late the periodic loop-lag probe ran",
             buckets=LAG_BUCKETS, registry=reg)
@@ -132,12 +128,155 @@ class ServerMetrics:
                 break
         if pending:
             self.tls_failures.inc(pending)
-        if os.environ.get(MULTIPROC_ENV):
+        if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             registry.register(self.backend)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+_REQUESTS = ("zzz_http_requests", "HTTP requests answered, by method and status class")
+_DURATION = ("zzz_http_request_duration_seconds",
+             "Time from the application call to the response produced (streams: last chunk)")
+_SIZE = ("zzz_http_response_size_bytes", "Response body bytes (HEAD: 0)")
+_IN_FLIGHT = ("zzz_http_requests_in_flight", "Requests inside the application or streaming")
+_ACCEPTED = ("zzz_connections_accepted", "TCP connections accepted")
+_WS_MESSAGES = ("zzz_websocket_messages_received", "WebSocket messages received")
+
+
+class Recorder(Protocol):
+    """Where the Observer puts per-request and per-connection figures."""
+
+    def started(self) -> None: ...
+    def finished(self, method: str, status: int, duration_ns: int, size: int) -> None: ...
+    def accepted(self) -> None: ...
+    def ws_message(self) -> None: ...
+    def accepted_total(self) -> float: ...
+
+
+class _RequestShard:
+    """One thread's share of the per-request figures (only that thread writes it)."""
+
+    __slots__ = ("accepted", "duration", "requests", "size", "started", "ws_messages")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.accepted = 0
+        self.ws_messages = 0
+        #: ``(method, status) → count``: labels are computed at scrape, not per request.
+        self.requests: dict[tuple[str, int], int] = {}
+        #: Per-bucket counts (``+Inf`` last) followed by the sum.
+        self.duration: list[float] = [0] * (len(DURATION_BUCKETS) + 2)
+        self.size: list[float] = [0] * (len(SIZE_BUCKETS) + 2)
+
+
+class ShardedRecorder(Collector):
+    """Per-thread shards (the technique of :mod:`zzz.observability.shards`, specialised:
+    fixed fields instead of dict lookups), families built at scrape time."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._shards: list[_RequestShard] = []
+        self._lock = threading.Lock()
+
+    def _shard(self) -> _RequestShard:
+        try:
+            shard: _RequestShard = self._local.shard
+        except AttributeError:
+            shard = self._local.shard = _RequestShard()
+            with self._lock:
+                self._shards.append(shard)
+        return shard
+
+    def started(self) -> None:
+        self._shard().started += 1
+
+    def finished(self, method: str, status: int, duration_ns: int, size: int) -> None:
+        shard = self._shard()
+        requests = shard.requests
+        key = (method, status)
+        requests[key] = requests.get(key, 0) + 1
+        seconds = duration_ns / 1e9
+        hist = shard.duration
+        hist[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+        hist = shard.size
+        hist[bisect_left(SIZE_BUCKETS, size)] += 1
+        hist[-1] += size
+
+    def accepted(self) -> None:
+        self._shard().accepted += 1
+
+    def ws_message(self) -> None:
+        self._shard().ws_messages += 1
+
+    def accepted_total(self) -> float:
+        with self._lock:
+            return float(sum(shard.accepted for shard in self._shards))
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            shards = list(self._shards)
+        requests: dict[tuple[str, str], int] = {}
+        duration = [0.0] * (len(DURATION_BUCKETS) + 2)
+        size = [0.0] * (len(SIZE_BUCKETS) + 2)
+        started = accepted = ws_messages = answered = 0
+        for shard in shards:
+            # ``started`` before the requests: a request finishing in between then shows
+            # as answered but not started (clamped at 0), never as a phantom in flight.
+            started += shard.started
+            for (method, status), n in shard.requests.copy().items():
+                label = (method_label(method), status_class(status))
+                requests[label] = requests.get(label, 0) + n
+                answered += n
+            for total, part in ((duration, list(shard.duration)), (size, list(shard.size))):
+                for i, amount in enumerate(part):
+                    total[i] += amount
+            accepted += shard.accepted
+            ws_messages += shard.ws_messages
+        family = CounterMetricFamily(*_REQUESTS, labels=["method", "status_class"])
+        for labels, n in sorted(requests.items()):
+            family.add_metric(list(labels), n)
+        yield family
+        yield histogram_family(*_DURATION, [], iter([((), duration)]), DURATION_BUCKETS)
+        yield histogram_family(*_SIZE, [], iter([((), size)]), SIZE_BUCKETS)
+        yield GaugeMetricFamily(*_IN_FLIGHT, value=max(0, started - answered))
+        yield CounterMetricFamily(*_ACCEPTED, value=accepted)
+        yield CounterMetricFamily(*_WS_MESSAGES, value=ws_messages)
+
+
+class ClientRecorder:
+    """``prometheus_client`` objects, for multiprocess mode (they write its value files)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._requests = Counter(*_REQUESTS, ["method", "status_class"], registry=registry)
+        self._duration = Histogram(*_DURATION, buckets=DURATION_BUCKETS, registry=registry)
+        self._size = Histogram(*_SIZE, buckets=SIZE_BUCKETS, registry=registry)
+        self._in_flight = Gauge(*_IN_FLIGHT, registry=registry, multiprocess_mode="livesum")
+        self._accepted = Counter(*_ACCEPTED, registry=registry)
+        self._ws_messages = Counter(*_WS_MESSAGES, registry=registry)
+
+    def started(self) -> None:
+        self._in_flight.inc()
+
+    def finished(self, method: str, status: int, duration_ns: int, size: int) -> None:
+        self._in_flight.dec()
+        self._requests.labels(method_label(method), status_class(status)).inc()
+        self._duration.observe(duration_ns / 1e9)
+        self._size.observe(size)
+
+    def accepted(self) -> None:
+        self._accepted.inc()
+
+    def ws_message(self) -> None:
+        self._ws_messages.inc()
+
+    def accepted_total(self) -> float:
+        return _total(self._accepted)
 
 
 class BackendCollector(Collector):
@@ -164,7 +303,7 @@ class BackendCollector(Collector):
         if open_now is not None:
             yield GaugeMetricFamily("zzz_connections_open", "Connections open", value=open_now)
             if not os.environ.get(MULTIPROC_ENV):
-                accepted = _total(self._metrics.accepted)
+                accepted = self._metrics.recorder.accepted_total()
                 yield CounterMetricFamily("zzz_connections_closed", "Connections closed",
                                           value=max(0.0, accepted - open_now))
         queue = getattr(backend, "queue", None)

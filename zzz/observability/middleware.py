@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from zzz.context import Context
@@ -33,6 +35,10 @@ REQUEST_LOGGER = "zzz.request"
 FORMATS = ("text", "json")
 
 
+_ROUTE_REQUESTS = ("zzz_route_requests", "Requests by method, route pattern and status class")
+_ROUTE_DURATION = ("zzz_route_request_duration_seconds", "Time in the middleware chain by route")
+
+
 def _route(ctx: Context) -> str:
     route = ctx.route
     return route.pattern if route is not None else UNMATCHED_ROUTE
@@ -40,9 +46,14 @@ def _route(ctx: Context) -> str:
 
 class RouteMetrics:
     """Requests and durations by route pattern; answers ``path`` with the exposition
-    of its registry followed by the server's own metrics (when the server has them)."""
+    of its registry followed by the server's own metrics (when the server has them).
 
-    __slots__ = ("_duration", "_requests", "path", "registry")
+    Counts go to per-thread shards summed at scrape time (see
+    :mod:`zzz.observability.shards`), or to ``prometheus_client`` objects in
+    multiprocess mode.
+    """
+
+    __slots__ = ("_bounds", "_duration", "_requests", "_shards", "path", "registry")
 
     def __init__(self, path: str = "/metrics", registry: CollectorRegistry | None = None) -> None:
         if not path.startswith("/"):
@@ -53,15 +64,23 @@ class RouteMetrics:
             raise ImportError("zzz.metrics() needs prometheus_client: "
                               "pip install 'zzz[metrics]'") from None
         from zzz.observability.metrics import DURATION_BUCKETS
+        from zzz.observability.multiproc import MULTIPROC_ENV
+        from zzz.observability.shards import ShardSet
 
         self.path = path
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._requests = Counter(
-            "zzz_route_requests", "Requests by method, route pattern and status class",
-            ["method", "route", "status_class"], registry=self.registry)
-        self._duration = Histogram(
-            "zzz_route_request_duration_seconds", "Time in the middleware chain by route",
-            ["route"], buckets=DURATION_BUCKETS, registry=self.registry)
+        self._bounds = DURATION_BUCKETS
+        self._shards: ShardSet | None = None
+        self._requests: Any = None
+        self._duration: Any = None
+        if os.environ.get(MULTIPROC_ENV):
+            self._requests = Counter(*_ROUTE_REQUESTS, ["method", "route", "status_class"],
+                                     registry=self.registry)
+            self._duration = Histogram(*_ROUTE_DURATION, ["route"], buckets=DURATION_BUCKETS,
+                                       registry=self.registry)
+        else:
+            self._shards = ShardSet()
+            self.registry.register(_RouteCollector(self._shards, DURATION_BUCKETS))
 
     def _scrape(self, ctx: Context) -> bool:
         request = ctx.request
@@ -71,26 +90,39 @@ class RouteMetrics:
 
         from zzz.observability.metrics import CONTENT_TYPE
 
-        body = generate_latest(self.registry)
         server_metrics = getattr(getattr(ctx.server, "observer", None), "metrics", None)
-        if server_metrics is not None:
-            body += server_metrics.exposition()
+        if self._shards is None and server_metrics is not None:
+            body = server_metrics.exposition()  # multiprocess: every file, ours included
+        else:
+            body = generate_latest(self.registry)
+            if server_metrics is not None:
+                body += server_metrics.exposition()
         ctx.respond(200, CONTENT_TYPE, body)
         ctx.set_header("Cache-Control", "no-store")
         return True
 
-    def _record(self, ctx: Context, status: int, start: float) -> None:
+    def _record(self, ctx: Context, status: int, start: int) -> None:
+        route = ctx.route
+        pattern = route.pattern if route is not None else UNMATCHED_ROUTE
+        seconds = (time.perf_counter_ns() - start) / 1e9
+        shards = self._shards
+        if shards is not None:
+            shard = shards.get()
+            counts = shard.counts
+            key = (ctx.request.method, pattern, status)
+            counts[key] = counts.get(key, 0) + 1
+            shard.observe(pattern, self._bounds, seconds)
+            return
         from zzz.observability.metrics import method_label, status_class
 
-        route = _route(ctx)
-        self._requests.labels(method_label(ctx.request.method), route,
+        self._requests.labels(method_label(ctx.request.method), pattern,
                               status_class(status)).inc()
-        self._duration.labels(route).observe(time.perf_counter() - start)
+        self._duration.labels(pattern).observe(seconds)
 
     def __call__(self, ctx: Context) -> None:
         if self._scrape(ctx):
             return
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         status = 500
         try:
             ctx.next()
@@ -104,7 +136,7 @@ class RouteMetrics:
     async def acall(self, ctx: Context) -> None:
         if self._scrape(ctx):
             return
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         status = 500
         try:
             await ctx.next()
@@ -114,6 +146,36 @@ class RouteMetrics:
             raise
         finally:
             self._record(ctx, status, start)
+
+
+class _RouteCollector:
+    """Builds the route families from the shards at scrape time."""
+
+    def __init__(self, shards: Any, bounds: tuple[float, ...]) -> None:
+        self._shards = shards
+        self._bounds = bounds
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        from zzz.observability.metrics import method_label, status_class
+        from zzz.observability.shards import histogram_family
+
+        counts, hists = self._shards.merged()
+        totals: dict[tuple[str, str, str], int] = {}
+        for (method, pattern, status), n in counts.items():
+            label = (method_label(method), pattern, status_class(status))
+            totals[label] = totals.get(label, 0) + n
+        family = CounterMetricFamily(*_ROUTE_REQUESTS, labels=["method", "route", "status_class"])
+        for labels, n in sorted(totals.items()):
+            family.add_metric(list(labels), n)
+        yield family
+        yield histogram_family(*_ROUTE_DURATION, ["route"],
+                               iter(((pattern,), hist) for pattern, hist in sorted(hists.items())),
+                               self._bounds)
 
 
 class StructuredLogger:

@@ -87,7 +87,6 @@ class Observer:
         self._delay_timer: threading.Timer | None = None
         self.admin: AdminListener | None = None
         self._lag_due = 0.0
-        self._children: dict[tuple[str, int], Any] = {}
         #: Probe path → answer, on the app port.
         self.probes: dict[str, Callable[[], Response]] = {}
         if config.health_path:
@@ -194,7 +193,7 @@ class Observer:
 
     def connection_opened(self) -> None:
         if self.metrics is not None:
-            self.metrics.accepted.inc()
+            self.metrics.recorder.accepted()
 
     def bad_request(self, status: int) -> None:
         """The engine refused a request (400, 408, 413, 414, 431, ...)."""
@@ -218,7 +217,7 @@ class Observer:
         start = time.perf_counter_ns()
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.recorder.started()
         inner = self._inner
         assert inner is not None
         try:
@@ -260,18 +259,7 @@ class Observer:
         duration_ns = time.perf_counter_ns() - start
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight.dec()
-            key = (request.method, status)
-            child = self._children.get(key)
-            if child is None:
-                from zzz.observability.metrics import method_label, status_class
-
-                child = metrics.requests.labels(method_label(request.method),
-                                                status_class(status))
-                self._children[key] = child
-            child.inc()
-            metrics.duration.observe(duration_ns / 1e9)
-            metrics.size.observe(size)
+            metrics.recorder.finished(request.method, status, duration_ns, size)
         if self.access and access_log.isEnabledFor(logging.INFO):
             _log_access(request, response, status, size, duration_ns // 1000)
 
@@ -289,7 +277,7 @@ class Observer:
             return on_open(ws) if on_open is not None else None
 
         def received(ws: Any, message: Any) -> Any:
-            metrics.ws_messages.inc()
+            metrics.recorder.ws_message()
             return on_message(ws, message) if on_message is not None else None
 
         def closed(ws: Any, code: int, reason: str) -> Any:
