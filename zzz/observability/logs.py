@@ -39,15 +39,40 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
     "message", "asctime", "taskName"}
 
 
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT` with the local time string computed once per second, not per
+    record (``time.strftime`` is a visible share of an access line's cost)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: timestamp (RFC 3339, UTC, ms), level, logger, message,
     the record's ``extra`` fields, and ``exc_info`` as a string when present."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
         created = record.created
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
         line: dict[str, Any] = {
-            "timestamp": f"{stamp}.{int(created % 1 * 1000):03d}Z",
+            "timestamp": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -71,7 +96,7 @@ def configure_logging(level: str, log_format: str = "text", log_config: str | No
         logging.config.dictConfig(load_log_config(log_config))
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
