@@ -286,3 +286,33 @@ def test_sharded_histogram_matches_prometheus_client() -> None:
     name = "zzz_http_request_duration_seconds"
     assert (_families(generate_latest(ours).decode())[name]
             == _families(generate_latest(registry).decode())[name])
+
+
+# --------------------------------------------------------------------------- admin port
+
+
+def test_admin_port_is_exclusive_unless_workers_share_it(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    import urllib.request
+
+    from zzz.observability.admin import AdminListener
+
+    observer = Server(_App(), Config(port=0)).observer
+    first = AdminListener(observer, "127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match=r"observability\.metrics_port: cannot listen"):
+            AdminListener(observer, "127.0.0.1", first.port)
+    finally:
+        first.close()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    first = AdminListener(observer, "127.0.0.1", 0)
+    second = AdminListener(observer, "127.0.0.1", first.port)
+    try:
+        first.start()
+        second.start()
+        url = f"http://127.0.0.1:{first.port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+    finally:
+        first.close()
+        second.close()

@@ -10,18 +10,23 @@ i.e. just before the process exits).
 
 Paths: ``/metrics`` (when metrics are on), ``/healthz``, ``/readyz``, plus the
 configured ``metrics_path``/``health_path``/``ready_path`` if they differ.
-Nothing here is logged at INFO.
+Nothing here is logged at INFO. With ``PROMETHEUS_MULTIPROC_DIR`` set (several
+workers) the port is bound with ``SO_REUSEPORT`` so that every worker can bind it;
+the kernel hands each scrape to one of them, which reports all workers' sums
+(readiness and liveness are then those of the worker reached).
 """
 
 from __future__ import annotations
 
 import http.server
 import logging
+import os
 import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
 from zzz.http.response import Response
+from zzz.observability.multiproc import MULTIPROC_ENV
 
 if TYPE_CHECKING:
     from zzz.observability.observer import Observer
@@ -59,9 +64,15 @@ class AdminListener:
         server_class: type[http.server.ThreadingHTTPServer] = http.server.ThreadingHTTPServer
         if ":" in host:
             server_class = _V6Server
+        self._httpd = server_class((host, port), handler, bind_and_activate=False)
+        # Several workers (multiprocess metrics) each bind the admin port: any of them
+        # answers a scrape with every worker's sums. One process alone binds it exclusively.
+        self._httpd.allow_reuse_port = bool(os.environ.get(MULTIPROC_ENV))
         try:
-            self._httpd = server_class((host, port), handler)
+            self._httpd.server_bind()
+            self._httpd.server_activate()
         except OSError as exc:
+            self._httpd.server_close()
             raise OSError(exc.errno, f"observability.metrics_port: cannot listen on "
                                      f"{host}:{port}: {exc.strerror}") from None
         self._httpd.daemon_threads = True
@@ -73,9 +84,10 @@ class AdminListener:
         self._thread.start()
 
     def close(self) -> None:
-        self._httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait for ever on a loop never run
+            self._httpd.shutdown()
+            self._thread.join()
         self._httpd.server_close()
-        self._thread.join()
 
 
 class _V6Server(http.server.ThreadingHTTPServer):
