@@ -15,7 +15,9 @@ Two kinds of figures:
 * **Levels** of the backend (open connections, native queue depth, busy
   workers, parked connections) are read from the backend object *at scrape
   time* by :class:`BackendCollector`: nothing is paid per request for them.
-  ``closed = accepted - open`` is derived the same way.
+  ``closed = accepted - open`` is derived the same way. (On the native backend a
+  TLS connection counts as accepted before its handshake; on the event loop,
+  whose TLS layer is asyncio's, once the handshake succeeded.)
 
 Each server has its own :class:`CollectorRegistry` (two servers in one process,
 as in the tests, never mix their counts). With ``PROMETHEUS_MULTIPROC_DIR`` set
