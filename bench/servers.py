@@ -117,6 +117,13 @@ class ServerSpec:
 
 
 _NATIVE_EXTRA = ["--worker-threads", str(POOL_THREADS)]
+#: The server half of the observability stack: Prometheus metrics and probes on the app port.
+_OBSERVED_EXTRA = ["--metrics-path", "/metrics", "--health-path", "/healthz",
+                   "--ready-path", "/readyz"]
+#: ... plus one access line per request, actually written (``--log-level info``; the
+#: harness sends the server's stderr to a log file).
+_LOGGED_EXTRA = [*_OBSERVED_EXTRA, "--access-log", "--log-level", "info"]
+_OBSERVED_APP = "bench.apps.zzz_observed_app:app"
 
 HTTP_SERVERS: dict[str, ServerSpec] = {
     s.name: s
@@ -140,6 +147,26 @@ HTTP_SERVERS: dict[str, ServerSpec] = {
             "zzz-eventloop-async",
             _zzz("bench.apps.zzz_async_app:app", "eventloop", []),
             "zzz eventloop backend (uvloop when installed), async handlers",
+        ),
+        ServerSpec(
+            "zzz-native-observed",
+            _zzz(_OBSERVED_APP, "native", [*_NATIVE_EXTRA, *_OBSERVED_EXTRA]),
+            "zzz-native + metrics/probes (server) + zzz.metrics()/structured_logger() (router)",
+        ),
+        ServerSpec(
+            "zzz-eventloop-observed",
+            _zzz(_OBSERVED_APP, "eventloop", _OBSERVED_EXTRA),
+            "zzz-eventloop + metrics/probes (server) + zzz.metrics()/structured_logger() (router)",
+        ),
+        ServerSpec(
+            "zzz-native-logged",
+            _zzz(_OBSERVED_APP, "native", [*_NATIVE_EXTRA, *_LOGGED_EXTRA]),
+            "zzz-native-observed + access log and structured_logger lines written (info)",
+        ),
+        ServerSpec(
+            "zzz-eventloop-logged",
+            _zzz(_OBSERVED_APP, "eventloop", _LOGGED_EXTRA),
+            "zzz-eventloop-observed + access log and structured_logger lines written (info)",
         ),
         ServerSpec(
             "uvicorn",

@@ -5,7 +5,14 @@ This module only re-exports the public API; see the submodules for the code.
 
 from typing import TYPE_CHECKING, Any
 
-from zzz.config import Config, ConfigError, EventLoopConfig, NativeConfig, TlsConfig
+from zzz.config import (
+    Config,
+    ConfigError,
+    EventLoopConfig,
+    NativeConfig,
+    ObservabilityConfig,
+    TlsConfig,
+)
 from zzz.context import Context
 from zzz.errors import HTTPError, StartupError
 from zzz.http.headers import Headers
@@ -18,6 +25,7 @@ from zzz.middleware.health import health
 from zzz.middleware.request_id import request_id
 from zzz.middleware.static_files import static_files
 from zzz.middleware.telemetry import telemetry
+from zzz.observability.middleware import metrics, structured_logger
 from zzz.routing import Router, delete, get, head, options, patch, post, put, route, scope, ws
 from zzz.server import Server
 from zzz.timers import Timer
@@ -35,6 +43,7 @@ __all__ = [
     "HTTPError",
     "Headers",
     "NativeConfig",
+    "ObservabilityConfig",
     "Request",
     "Response",
     "Router",
@@ -51,6 +60,7 @@ __all__ = [
     "get",
     "head",
     "health",
+    "metrics",
     "options",
     "patch",
     "post",
@@ -59,6 +69,7 @@ __all__ = [
     "route",
     "scope",
     "static_files",
+    "structured_logger",
     "telemetry",
     "ws",
 ]

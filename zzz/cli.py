@@ -556,8 +556,18 @@ def worker_count(backend: str, config: Config) -> int:
     return config.native_workers
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+def configure_logging(level: str, config: Config | None = None) -> None:
+    """Text or JSON lines on stderr at ``level``, or the ``log_config`` dictConfig file."""
+    from zzz.observability.logs import configure_logging as configure
+
+    observability = (config or Config()).observability
+    try:
+        configure(level, observability.log_format, observability.log_config)
+    except (ValueError, TypeError, AttributeError, ImportError) as exc:
+        message = str(exc)
+        if not message.startswith("observability.log_config"):
+            message = f"observability.log_config: {message}"
+        raise CliError(message) from None
 
 
 def make_server(app: Application, options: RunOptions) -> Server:
@@ -584,7 +594,9 @@ def _announce_when_ready(server: Server, backend: str, workers: int) -> None:
     """Log the one ready line once the backend has bound (or give up when it stopped)."""
     while True:
         if server.ready.wait(READY_POLL_S):
-            log.info("serving %s (backend=%s, workers=%d)", server.url, backend, workers)
+            log.info("serving %s (backend=%s, workers=%d)", server.url, backend, workers,
+                     extra={"event": "start", "url": server.url, "backend": backend,
+                            "workers": workers})
             return
         if server.stopped.is_set():
             return
@@ -634,8 +646,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except CliError as exc:
         _print_error(str(exc))
         return EXIT_USAGE
-    configure_logging(options.log_level)
     try:
+        configure_logging(options.log_level, options.config)
         app = load_app(options.app)
         server = make_server(app, options)
     except CliError as exc:

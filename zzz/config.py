@@ -31,6 +31,11 @@ SYNC_HANDLER_CHOICES = ("inline", "threadpool")
 INTERFACE_CHOICES = ("auto", "zzz", "asgi", "wsgi")
 #: ASGI lifespan modes.
 LIFESPAN_CHOICES = ("auto", "on", "off")
+#: Log line formats ``ObservabilityConfig.log_format`` accepts.
+LOG_FORMATS = ("text", "json")
+#: Longest ``drain_delay_ms``: a load balancer notices a failing readiness probe within
+#: a few probe periods; a delay of minutes would only hold a shutdown hostage.
+MAX_DRAIN_DELAY_MS = 600_000
 
 
 class ConfigError(ValueError):
@@ -141,6 +146,78 @@ class EventLoopConfig:
         _require_int("eventloop.write_buffer_high", self.write_buffer_high, 1 * KIB)
 
 
+def _check_http_path(name: str, value: str | None) -> None:
+    if value is not None and (not value.startswith("/") or "?" in value or " " in value):
+        raise ConfigError(name, f"must be an absolute path such as /healthz, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """Access log, log format, Prometheus metrics, health/readiness (see zzz.observability)."""
+
+    access_log: bool = field(
+        default=False,
+        metadata=_help("one log line per request (logger zzz.access)", cli="access-log"),
+    )
+    log_format: str = field(
+        default="text", metadata=_help("log lines as text or json", cli="log-format")
+    )
+    log_config: str | None = field(
+        default=None,
+        metadata=_help("logging.dictConfig file (.json, or .yaml with PyYAML) replacing "
+                       "zzz's logging setup", cli="log-config"),
+    )
+    metrics_port: int | None = field(
+        default=None,
+        metadata=_help("serve /metrics, health and readiness on this port (own thread)",
+                       cli="metrics-port"),
+    )
+    metrics_path: str | None = field(
+        default=None,
+        metadata=_help("serve Prometheus metrics on this path of the app port", cli="metrics-path"),
+    )
+    health_path: str | None = field(
+        default=None,
+        metadata=_help("liveness path answered before routing: 200 while the process serves",
+                       cli="health-path"),
+    )
+    ready_path: str | None = field(
+        default=None,
+        metadata=_help("readiness path answered before routing: 503 once a drain starts",
+                       cli="ready-path"),
+    )
+    drain_delay_ms: int = field(
+        default=0,
+        metadata=_help("on shutdown, keep accepting this long with readiness already 503",
+                       cli="drain-delay-ms"),
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError("observability.log_format",
+                              f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if self.metrics_port is not None:
+            _require_int("observability.metrics_port", self.metrics_port, 0, MAX_PORT)
+        _require_int("observability.drain_delay_ms", self.drain_delay_ms, 0, MAX_DRAIN_DELAY_MS)
+        for name in ("metrics_path", "health_path", "ready_path"):
+            _check_http_path(f"observability.{name}", getattr(self, name))
+        paths = [p for p in (self.metrics_path, self.health_path, self.ready_path) if p]
+        if len(paths) != len(set(paths)):
+            raise ConfigError("observability.ready_path",
+                              "metrics, health and ready paths must differ")
+        if self.metrics_port is not None or self.metrics_path is not None:
+            import importlib.util
+
+            if importlib.util.find_spec("prometheus_client") is None:
+                which = "metrics_port" if self.metrics_port is not None else "metrics_path"
+                raise ConfigError(f"observability.{which}",
+                                  "needs prometheus_client: pip install 'zzz[metrics]'")
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return self.metrics_port is not None or self.metrics_path is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Server settings. Defaults are those of the original zzz."""
@@ -228,6 +305,10 @@ class Config:
     eventloop: EventLoopConfig = field(
         default_factory=EventLoopConfig, metadata=_help("event-loop backend settings", nested=True)
     )
+    observability: ObservabilityConfig = field(
+        default_factory=ObservabilityConfig,
+        metadata=_help("observability: access log, metrics, health and readiness", nested=True),
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
@@ -279,6 +360,8 @@ class Config:
             raise ConfigError("native", "must be a zzz.NativeConfig")
         if not isinstance(self.eventloop, EventLoopConfig):
             raise ConfigError("eventloop", "must be a zzz.EventLoopConfig")
+        if not isinstance(self.observability, ObservabilityConfig):
+            raise ConfigError("observability", "must be a zzz.ObservabilityConfig")
 
     # Derived values the backends share -------------------------------------------------
 

@@ -25,6 +25,7 @@ from zzz.errors import StartupError
 from zzz.http.connection import StreamPredicate
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.observability.observer import Observer
 from zzz.timers import Timer, TimerService
 
 log = logging.getLogger("zzz.server")
@@ -102,6 +103,9 @@ class Server:
             from zzz.tls import build_context
 
             self.ssl_context = build_context(self.config.tls)
+        #: Access log, metrics, probes (zzz.observability); wraps ``handle`` only when on.
+        self.observer = Observer(self)
+        self.handle = self.observer.wrap(self.handle)  # type: ignore[method-assign, assignment]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -114,14 +118,24 @@ class Server:
         """
         restore = self._install_signal_handlers()
         try:
+            self.observer.start()
             self.backend.listen(self)
         finally:
             for signum, previous in restore:
                 signal.signal(signum, previous)
+            self.observer.stop()
             self.stopped.set()
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent, thread-safe, signal-safe)."""
+        if self.shutting_down.is_set():
+            return
+        if self.observer.begin_drain(self._stop_accepting):  # readiness 503 first
+            return  # drain_delay_ms: the listener closes later
+        self._stop_accepting()
+
+    def _stop_accepting(self) -> None:
+        """The backend's drain begins: stop accepting, finish in-flight work."""
         if self.shutting_down.is_set():
             return
         self.shutting_down.set()

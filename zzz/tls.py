@@ -187,6 +187,8 @@ class _HandshakeLoggedSSLObject(ssl.SSLObject):
 
     #: Set on the per-server subclass made by :func:`follow_reloads`.
     handshake_timeout = 0.0
+    #: Called once per failed or timed-out handshake (the server's metrics), if set.
+    on_failure: Callable[[], None] | None = None
     _zzz_started: float | None = None
     _zzz_done = False
 
@@ -200,6 +202,7 @@ class _HandshakeLoggedSSLObject(ssl.SSLObject):
         except (ssl.SSLError, OSError) as exc:
             self._zzz_done = True
             log.info("TLS handshake failed: %s", describe_handshake_error(exc))
+            self._failed()
             raise
         self._zzz_done = True
 
@@ -213,19 +216,25 @@ class _HandshakeLoggedSSLObject(ssl.SSLObject):
                 log.info("TLS handshake timed out after %.1fs", age)
             else:
                 log.info("TLS handshake failed: client closed the connection")
+            self._failed()
         except Exception:  # interpreter shutdown: logging may be gone
             pass
+
+    def _failed(self) -> None:
+        on_failure = type(self).on_failure
+        if on_failure is not None:
+            on_failure()
 
 
 def follow_reloads(
     context: ssl.SSLContext, current: Callable[[], ssl.SSLContext | None],
-    handshake_timeout: float,
+    handshake_timeout: float, on_failure: Callable[[], None] | None = None,
 ) -> ssl.SSLContext:
     """Prepare ``context`` for a long-lived asyncio/uvloop server (idempotent).
 
     Each handshake switches to ``current()`` (the server's context after any
     reload) from the SNI callback, and is logged once when it fails or times
-    out. Returns ``context``.
+    out (and reported to ``on_failure``). Returns ``context``.
     """
 
     def pick_current(ssl_object: Any, server_name: str | None,
@@ -236,8 +245,11 @@ def follow_reloads(
 
     timeout = handshake_timeout
 
+    report = on_failure
+
     class HandshakeLoggedSSLObject(_HandshakeLoggedSSLObject):
         handshake_timeout = timeout
+        on_failure = report
 
     context.sni_callback = pick_current
     context.sslobject_class = HandshakeLoggedSSLObject

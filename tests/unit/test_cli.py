@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 
 from zzz import backends, cli
-from zzz.config import Config, ConfigError, EventLoopConfig, NativeConfig, TlsConfig
+from zzz.config import (
+    Config,
+    ConfigError,
+    EventLoopConfig,
+    NativeConfig,
+    ObservabilityConfig,
+    TlsConfig,
+)
 
 SUBPROCESS_TIMEOUT_S = 20
 APP = "somemodule:app"
@@ -64,6 +71,14 @@ EXPECTED_FLAGS = {
     "eventloop-blocking-threads": "eventloop.blocking_threads",
     "eventloop-max-pipelined": "eventloop.max_pipelined",
     "eventloop-write-buffer-high": "eventloop.write_buffer_high",
+    "access-log": "observability.access_log",
+    "log-format": "observability.log_format",
+    "log-config": "observability.log_config",
+    "metrics-port": "observability.metrics_port",
+    "metrics-path": "observability.metrics_path",
+    "health-path": "observability.health_path",
+    "ready-path": "observability.ready_path",
+    "drain-delay-ms": "observability.drain_delay_ms",
 }
 
 #: A valid non-default value for each non-int option (ints use default + 1).
@@ -81,6 +96,13 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "interface": ("wsgi", "wsgi"),
     "root-path": ("/api", "/api"),
     "lifespan": ("off", "off"),
+    "access-log": ("on", True),
+    "log-format": ("json", "json"),
+    "log-config": ("logging.json", "logging.json"),
+    "metrics-port": ("9100", 9100),
+    "metrics-path": ("/metrics", "/metrics"),
+    "health-path": ("/livez", "/livez"),
+    "ready-path": ("/readyz", "/readyz"),
 }
 #: TLS options need a certificate and key (and client certs a CA) to build a TlsConfig.
 TLS_BASE = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "base-ca.pem"]
@@ -137,9 +159,10 @@ def test_every_scalar_field_of_every_config_class_has_a_flag() -> None:
         (TlsConfig, "tls."),
         (NativeConfig, "native."),
         (EventLoopConfig, "eventloop."),
+        (ObservabilityConfig, "observability."),
     ):
         for f in dataclasses.fields(cls):
-            if f.name not in ("tls", "native", "eventloop"):
+            if f.name not in ("tls", "native", "eventloop", "observability"):
                 assert prefix + f.name in names
 
 

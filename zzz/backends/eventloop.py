@@ -213,6 +213,7 @@ class HttpProtocol(asyncio.Protocol):
         if backend.write_buffer_high != LOOP_DEFAULT_WRITE_BUFFER_HIGH:
             self.transport.set_write_buffer_limits(high=backend.write_buffer_high)
         self._state.connections.add(self)
+        backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
         self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
         if self._state.shutting_down:
@@ -356,6 +357,7 @@ class HttpProtocol(asyncio.Protocol):
                     if server.shutting_down.is_set():
                         engine.close_after_response = True
                     if self._body_error is not None:
+                        server.observer.bad_request(self._body_error.status)
                         out.append(engine.error_response(self._body_error))
                         self._body_error = None
                     else:
@@ -375,6 +377,7 @@ class HttpProtocol(asyncio.Protocol):
                 out.append(answer_expect(server, engine, event))
             elif kind is ProtocolError:
                 assert isinstance(event, ProtocolError)
+                state.backend.server.observer.bad_request(event.status)
                 out.append(engine.error_response(event))
             # Data / EndOfMessage of a body its handler left unread: the answer
             # already closes the connection; they are dropped.
@@ -486,6 +489,7 @@ class HttpProtocol(asyncio.Protocol):
                     await _close_stream(result.stream)
                 if result.file is not None:
                     result.file.close()
+                self._state.backend.server.observer.bad_request(error.status)
                 transport.write(engine.error_response(error))
                 self._close_after_answer()
                 return
@@ -666,6 +670,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._pending.append(error)
                     self._maybe_pause_reading()
                 else:
+                    backend.server.observer.bad_request(error.status)
                     transport.write(engine.error_response(error))
                     self._close()
                     return
@@ -793,6 +798,7 @@ class EventLoopBackend:
         self.scheme = "https" if server.ssl_context is not None else "http"
         self.states: list[LoopState] = []
         self._states_lock = threading.Lock()
+        server.observer.attach_backend(self)
 
     def run(self) -> None:
         server = self.server
@@ -944,7 +950,8 @@ def _served_tls_context(server: Server, handshake_timeout: float) -> Any:
         return None
     from zzz.tls import follow_reloads
 
-    return follow_reloads(server.ssl_context, lambda: server.ssl_context, handshake_timeout)
+    return follow_reloads(server.ssl_context, lambda: server.ssl_context, handshake_timeout,
+                          on_failure=server.observer.tls_failed)
 
 
 async def _close_stream(stream: Iterable[bytes] | AsyncIterable[bytes]) -> None:

@@ -410,6 +410,9 @@ class NativeBackend:
             (self.write_timeout % 1) * 1_000_000))
         self.scheme = "https" if server.ssl_context is not None else "http"
         self.websockets = NativeWebSockets(self)
+        #: Idents of workers serving a connection (a gauge read at scrape time).
+        self.busy_workers: set[int] = set()
+        server.observer.attach_backend(self)
 
     # ------------------------------------------------------------------ acceptor
 
@@ -538,6 +541,7 @@ class NativeBackend:
                 conn.deadline = time.monotonic() + self.read_timeout
             with self._open_lock:
                 self.open_conns.add(conn)
+            self.server.observer.connection_opened()
             if not self._enqueue(conn):
                 return
 
@@ -551,7 +555,9 @@ class NativeBackend:
                     self.parker.forget(conn)
                     if conn.handshaking:
                         log.info("TLS handshake with %s timed out", _peer(conn))
+                        self.server.observer.tls_failed()
                     elif not conn.lingering:  # a lingering close just ends
+                        self.server.observer.bad_request(408)
                         self._send_quietly(conn, conn.engine.error_response(
                             ProtocolError(408, "request not received in time")))
                     self._close(conn)
@@ -600,11 +606,13 @@ class NativeBackend:
                 conn = self.queue.get()
             except QueueClosed:
                 break
+            self.busy_workers.add(threading.get_ident())
             try:
                 self._serve(conn)
             except BaseException:  # nothing above a worker could handle it
                 log.exception("unexpected error serving %s", conn.engine)
                 self._close(conn)
+            self.busy_workers.discard(threading.get_ident())
 
     def _serve(self, conn: Conn) -> None:
         """Serve ``conn`` while it has data; park or close it when it has none,
@@ -646,6 +654,7 @@ class NativeBackend:
             events = engine.feed(data)
             if not events:
                 if engine.in_request and time.monotonic() >= conn.deadline:
+                    self.server.observer.bad_request(408)
                     self._send_quietly(conn, engine.error_response(
                         ProtocolError(408, "request not received in time")))
                     self._close(conn)
@@ -692,6 +701,7 @@ class NativeBackend:
                     out.append(answer_expect(server, engine, event))
                 elif kind is ProtocolError:
                     assert isinstance(event, ProtocolError)
+                    server.observer.bad_request(event.status)
                     out.append(engine.error_response(event))
                 # Data / EndOfMessage here belong to a body its handler left unread:
                 # the answer already closes the connection; they are dropped.
@@ -860,6 +870,7 @@ class NativeBackend:
                 self._close_stream(result.stream)
             if result.file is not None:
                 result.file.close()
+            self.server.observer.bad_request(error.status)
             out.append(engine.error_response(error))
             return True
         if self.stop.is_set():  # shutdown began while the handler ran
@@ -933,6 +944,7 @@ class NativeBackend:
         except (ssl.SSLError, OSError) as exc:
             log.info("TLS handshake with %s failed: %s", _peer(conn),
                      describe_handshake_error(exc))
+            self.server.observer.tls_failed()
             self._close(conn)
             return False
         conn.handshaking = False
