@@ -40,7 +40,7 @@ TEST_DRAIN_TIMEOUT_MS = 3000
 #: (``pytest.skip`` when ``transport == "tls"``).
 TLS_TRANSPORT_MODULES = frozenset({
     "test_app", "test_bodies", "test_connections", "test_responses", "test_bad_input",
-    "test_load", "test_runtime", "test_streaming_bodies",
+    "test_load", "test_runtime", "test_streaming_bodies", "test_interfaces",
 })
 
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from zzz.http.request import Request
-from zzz.http.response import Response
+from zzz.http.response import FileBody, Response
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -228,6 +229,13 @@ class WSGIApplication:
             log.exception("WSGI app raised for %s %s", request.method, request.path)
             return _INTERNAL_ERROR
         try:
+            if isinstance(result, FileWrapper) and not written:
+                file_body = _file_body(result.file)
+                if file_body is not None:
+                    response = self._head(request, head)
+                    response.file = file_body  # zero-copy: sendfile on plain TCP
+                    head[2] = True
+                    return response
             if isinstance(result, list | tuple) and len(result) <= 1 and not written:
                 body = b"".join(result)
                 response = self._head(request, head)
@@ -298,6 +306,18 @@ async def _iterate_on(pool: Any, stream: Iterator[bytes]) -> AsyncIterator[bytes
         close = getattr(stream, "close", None)
         if close is not None:
             await loop.run_in_executor(pool, close)
+
+
+def _file_body(file: Any) -> FileBody | None:
+    """A real file from its current position to its end as a zero-copy body, or
+    None for a file-like object without a descriptor (iterated in blocks instead)."""
+    try:
+        fd = file.fileno()
+        size = os.fstat(fd).st_size
+        offset = file.tell()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return FileBody(file, offset, max(0, size - offset))
 
 
 def _close(result: Any) -> None:
