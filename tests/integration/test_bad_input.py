@@ -249,3 +249,17 @@ def test_abrupt_disconnects_do_not_hurt(serve):
         client.send(build("GET", "/stream?n=1000"))
         client.sock.recv(10)
     assert_still_serving(srv)
+
+
+def test_oversized_chunk_extension_is_431_whatever_the_reads(serve):
+    """A 100 KB chunk extension is refused identically on every backend (the engine
+    bounds one chunk-size line on its own bytes, not per socket read)."""
+    srv = serve(app)
+    line = b"5;" + b"e" * 100_000 + b"\r\n"
+    with RawClient(srv) as client:
+        client.send(b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n")
+        client.send_ignoring_reset(line + b"hello\r\n0\r\n\r\n")
+        response = client.read_response()
+        assert response.status == 431
+        assert response.closes
+    assert_still_serving(srv)

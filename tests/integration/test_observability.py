@@ -383,3 +383,27 @@ def test_structured_logger_json_message(serve, backend):
     assert line == {**line, "method": "GET", "path": "/users/9", "route": "/users/:id",
                     "status": 200, "request_id": "abc"}
     assert line["duration_us"] >= 0
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_asgi_and_wsgi_apps_are_observed(serve, backend, access_lines, kind):
+    """Server-level features serve every interface: metrics, probes and the access log
+    see an ASGI or WSGI app's requests exactly as a Router's."""
+    from .interface_apps import TWINS
+
+    srv = serve(TWINS[kind], observability=obs(metrics_path="/metrics", access_log=True,
+                                                 ready_path="/readyz"))
+    with httpx.Client(timeout=10) as http:
+        assert http.get(f"{srv.url}/").text == "hello"
+        assert http.get(f"{srv.url}/stream?n=3").text == "piece 0\npiece 1\npiece 2\n"
+        assert http.post(f"{srv.url}/echo", content=b"e" * 1000).content == b"e" * 1000
+        assert http.get(f"{srv.url}/boom").status_code == 500
+        assert http.get(f"{srv.url}/readyz").status_code == 200
+    samples = scrape(f"{srv.url}/metrics")
+    assert value(samples, "zzz_http_requests_total", method="GET", status_class="2xx") == 2
+    assert value(samples, "zzz_http_requests_total", method="POST", status_class="2xx") == 1
+    assert value(samples, "zzz_http_requests_total", method="GET", status_class="5xx") == 1
+    assert eventually(lambda: len(access_lines.getvalue().splitlines()) >= 4)
+    lines = [json.loads(line) for line in access_lines.getvalue().splitlines()]
+    echo = next(line for line in lines if line.get("path") == "/echo")
+    assert echo["status"] == 200 and echo["bytes"] == 1000
