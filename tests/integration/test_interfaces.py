@@ -339,3 +339,26 @@ def test_large_streamed_upload_keeps_memory_flat(serve, kind):
     assert response.status == 200
     assert response.body == str(UPLOAD_BYTES).encode()
     assert peak - before < RSS_GROWTH_LIMIT, f"RSS grew by {(peak - before) >> 20} MiB"
+
+
+@pytest.mark.parametrize("body", [42, None, "text", {"a": 1}])
+def test_non_bytes_body_from_any_application_is_a_logged_500(serve, body, caplog):
+    """An Application that bypasses the Context's checks: the engine answers a 500
+    and logs method, path and handler — never a dropped connection."""
+    from zzz.http.response import Response
+
+    class RawApp:
+        def handle(self, request: Any, server: Any) -> Response:
+            request.extensions["zzz.handler"] = "RawApp.handle"
+            return Response(200, [], body)  # type: ignore[arg-type]
+
+        def check_continue(self, request: Any) -> None:
+            return None
+
+    srv = serve(RawApp())
+    with RawClient(srv) as client:
+        client.send(b"GET /thing HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_response().status == 500
+    messages = [r.getMessage() for r in caplog.records if r.name == "zzz.app"]
+    assert any("GET /thing" in m and "RawApp.handle" in m and type(body).__name__ in m
+               for m in messages), messages

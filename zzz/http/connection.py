@@ -44,6 +44,7 @@ same input gets the same answer whatever the read sizes of the backend.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -58,6 +59,8 @@ from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.http.status import NO_BODY_STATUSES, reason, status_line
 
+#: Where the engine reports responses it had to replace (the application's logger).
+_app_log = logging.getLogger("zzz.app")
 #: Sent when a client's ``Expect: 100-continue`` is accepted.
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: The ``Server`` header every response carries.
@@ -236,6 +239,17 @@ _INVALID_BODY_RESPONSE = Response(
     500, [("Content-Type", "text/plain; charset=utf-8")],
     b"500 Internal Server Error: invalid response body\n",
 )
+
+
+def _log_invalid(request: Request | None, what: str) -> None:
+    """Name the request and handler whose response the engine had to replace with a 500
+    (the handler's bug would otherwise only show as a mysterious 500 to the client)."""
+    if request is None:
+        _app_log.error("invalid response replaced by a 500: %s", what)
+        return
+    _app_log.error("invalid response to %s %s (handler %s) replaced by a 500: %s",
+                   request.method, request.path,
+                   request.extensions.get("zzz.handler", "-"), what)
 
 
 def _check_name(name: str) -> str:
@@ -763,7 +777,8 @@ class HTTPConnection:
                 if not value.isprintable():
                     _check_value(value)
                 parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        except (ValueError, UnicodeEncodeError):
+        except (ValueError, UnicodeEncodeError) as exc:
+            _log_invalid(request, str(exc))
             response = _INVALID_HEADER_RESPONSE
             del parts[2:]
             parts.append(_TEXT_PLAIN)
@@ -790,6 +805,15 @@ class HTTPConnection:
         else:
             self._body_mode = _BODY_NONE
             body = response.body
+            if type(body) is not bytes:
+                if not isinstance(body, bytearray | memoryview):
+                    # An int, None, a str or a dict from an app that bypassed the
+                    # Context's checks: a logged 500, never a dropped connection.
+                    _log_invalid(request, f"response body is a {type(body).__name__}, "
+                                 "not bytes")
+                    self._responses -= 1
+                    return self.serialize(_INVALID_BODY_RESPONSE, request)
+                body = bytes(body)
             parts.append(b"Content-Length: %d\r\n" % len(body))
             if head_only:
                 body = b""
