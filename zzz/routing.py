@@ -43,6 +43,13 @@ Handler = Callable[[Context], Awaitable[None] | None]
 Middleware = Handler
 H = TypeVar("H", bound=Callable[..., Any])
 
+#: Methods the server recognises even without a route for them: an unmatched
+#: request with one of these is a 404; any other method (an extension method such
+#: as PURGE or a made-up FROB) that no route uses anywhere is a 501 (RFC 9110
+#: §15.6.2: the server does not support the functionality), and a 405 with
+#: ``Allow`` when the path has routes for other methods.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"})
+
 #: Body of the generic 500 answer; details go to the log, never to the client.
 INTERNAL_ERROR_BODY = b"500 Internal Server Error\n"
 
@@ -424,6 +431,7 @@ class Router:
         self._routes: list[Route] = []
         self._static: dict[tuple[str, str], Route] = {}
         self._static_paths: dict[str, dict[str, Route]] = {}
+        self._methods = set(STANDARD_METHODS)  # recognised: standard or used by a route
         self._root = _Node()
         self._names: dict[str, Route] = {}
         self._not_found_chain: tuple[Callable[[Context], Any], ...] = ()
@@ -557,6 +565,7 @@ class Router:
         return node.routes
 
     def _insert(self, new: Route, pattern: _Pattern) -> None:
+        self._methods.add(new.method)
         if pattern.is_static:
             self._static[(new.method, pattern.text)] = new
             self._static_paths.setdefault(pattern.text, {})[new.method] = new
@@ -756,7 +765,7 @@ class Router:
                 return self._run_async(ctx, first)
         else:
             if not self._middleware:
-                return self._fallback_response(request.path, request.raw_path)
+                return self._fallback_response(request)
             if self.allowed_methods(request.path, request.raw_path):
                 chain = self._not_allowed_chain
             else:
@@ -803,14 +812,19 @@ class Router:
         )
         return _plain(500, INTERNAL_ERROR_BODY)
 
-    def _fallback_response(self, path: str, raw_path: str) -> Response:
-        allowed = self.allowed_methods(path, raw_path)
+    def _fallback_response(self, request: Request) -> Response:
+        allowed = self.allowed_methods(request.path, request.raw_path)
         if allowed:
             return _plain(405, b"405 Method Not Allowed\n", [("Allow", ", ".join(allowed))])
+        if request.method not in self._methods:
+            return _plain(501, b"501 Not Implemented\n")
         return _plain(404, b"404 Not Found\n")
 
     def _not_found(self, ctx: Context) -> None:
-        ctx.text(404, "404 Not Found\n")
+        if ctx.request.method not in self._methods:
+            ctx.text(501, "501 Not Implemented\n")
+        else:
+            ctx.text(404, "404 Not Found\n")
 
     def _not_allowed(self, ctx: Context) -> None:
         request = ctx.request
@@ -818,7 +832,7 @@ class Router:
         ctx.text(405, "405 Method Not Allowed\n")
 
     def check_continue(self, request: Request) -> Response | None:
-        """For ``Expect: 100-continue``: ``None`` to read the body, else a final 404/405.
+        """For ``Expect: 100-continue``: ``None`` to read the body, else a final 404/405/501.
 
         Runs no handler. With router-wide middleware it also returns ``None``
         for unmatched requests, because middleware may answer any path (CORS
@@ -827,4 +841,4 @@ class Router:
         found = self._find(request.method, request.path, request.raw_path)
         if found is not None or self._middleware:
             return None
-        return self._fallback_response(request.path, request.raw_path)
+        return self._fallback_response(request)
