@@ -381,13 +381,15 @@ def ws(
     name: str | None = None,
     middleware: Sequence[Middleware] = (),
     compression: bool = True,
+    subprotocols: Sequence[str] = (),
+    allowed_origins: Sequence[str] | None = None,
 ) -> RouteSpec:
     """Declare a WebSocket route (see :meth:`Router.ws`)."""
     from zzz.websocket import WebSocketEndpoint  # imports the websockets package
 
     endpoint = WebSocketEndpoint(
         handler, on_open=on_open, on_message=on_message, on_close=on_close,
-        compression=compression,
+        compression=compression, subprotocols=subprotocols, allowed_origins=allowed_origins,
     )
     return RouteSpec(("GET",), path, endpoint, name, middleware)
 
@@ -634,6 +636,8 @@ class Router:
         name: str | None = None,
         middleware: Sequence[Middleware] = (),
         compression: bool = True,
+        subprotocols: Sequence[str] = (),
+        allowed_origins: Sequence[str] | None = None,
     ) -> None:
         """Register a WebSocket route: ``GET path`` with an upgrade.
 
@@ -643,9 +647,13 @@ class Router:
         once) with methods of those names. The route's middleware runs before
         the upgrade and may refuse it; ``ws.assigns`` is a copy of what it
         assigned. ``compression`` accepts permessage-deflate when offered.
+        ``subprotocols``: names the route speaks, in order of preference (the
+        chosen one is ``ws.subprotocol``). ``allowed_origins``: e.g.
+        ``["https://app.example"]``; a handshake with another ``Origin`` gets 403.
         """
         spec = ws(path, handler, on_open=on_open, on_message=on_message, on_close=on_close,
-                  name=name, middleware=middleware, compression=compression)
+                  name=name, middleware=middleware, compression=compression,
+                  subprotocols=subprotocols, allowed_origins=allowed_origins)
         self._register(spec, "", ())
 
     def include(self, *specs: RouteSpec | Scope) -> None:

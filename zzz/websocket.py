@@ -8,7 +8,12 @@ Three layers, so that protocol behaviour is written once for both backends:
   websocket``, ``Connection: upgrade``, a 16-byte base64 key → else 400;
   ``Sec-WebSocket-Version: 13`` → else 426), negotiates ``permessage-deflate``
   and answers ``101`` with ``response.upgrade`` set to an :class:`Upgrade` that
-  tells the backend what to switch to.
+  tells the backend what to switch to. A route may list ``subprotocols`` (the
+  first of them the client offers is selected, server order) and
+  ``allowed_origins`` (a browser's ``Origin`` outside the list gets 403: the
+  defence against cross-site WebSocket hijacking, since browsers send cookies
+  with a cross-site handshake; clients that send no ``Origin`` are not browsers
+  and pass).
 * **Session** (:class:`Session`): sans-I/O, not thread-safe. Bytes in →
   complete messages out (fragments reassembled, text decoded as strict
   UTF-8, pings answered, the close handshake echoed); sends in → bytes out;
@@ -33,13 +38,18 @@ import binascii
 import codecs
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from websockets.exceptions import InvalidHandshake, NegotiationError
+from websockets.exceptions import InvalidHandshake, NegotiationError, PayloadTooBig
+from websockets.exceptions import ProtocolError as WsProtocolError
 from websockets.extensions.base import Extension
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import BINARY, CONT, PONG, TEXT, Frame
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
+from websockets.frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, Frame
 from websockets.headers import build_extension, parse_extension
 from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
@@ -72,8 +82,18 @@ CLOSE_TIMEOUT_S = 5.0
 DEFLATE_WINDOW_BITS = 12
 #: zlib memLevel for outgoing compression (1..9; 8 is zlib's default): less memory.
 DEFLATE_MEM_LEVEL = 5
+#: With permessage-deflate, a compressed frame may be larger than the message it
+#: holds (random data does not compress; deflate's stored blocks add 5 bytes per
+#: 64 KiB, a naive encoder's fixed Huffman codes up to 1/8): the wire limit is the
+#: message limit plus this fraction and :data:`DEFLATE_SLACK_BYTES`, while the
+#: decompressed size is held to the exact limit (see :class:`_BoundedInflate`).
+DEFLATE_SLACK_DIVISOR = 8
+DEFLATE_SLACK_BYTES = 1024
 #: Payload of heartbeat pings (content is irrelevant: any pong counts).
 HEARTBEAT_PAYLOAD_BYTES = 4
+
+#: A subprotocol name is a token (RFC 6455 §4.1, RFC 9110 §5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 #: Close codes an application may send (RFC 6455 §7.4; 1005/1006/1015 are never sent).
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
@@ -103,6 +123,42 @@ def check_close(code: int, reason: str) -> None:
 # ---------------------------------------------------------------------- session
 
 
+class _BoundedInflate(Extension):
+    """permessage-deflate with the message limit on the *decompressed* bytes.
+
+    The protocol checks one limit against the wire length of a frame and passes
+    the same number to the extension as the most it may inflate. A message of
+    exactly the limit whose compressed frames are a little larger would be
+    refused, so the protocol is given the limit plus a slack (see
+    :data:`DEFLATE_SLACK_DIVISOR`) and this wrapper takes the slack off again
+    before inflating: zlib never produces more than the real remaining budget,
+    so a zip bomb stops at the limit without being inflated whole. Frames that
+    are not compressed are checked against the same exact budget.
+    """
+
+    def __init__(self, inner: Extension, slack: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.slack = slack
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if max_size is None:
+            return self.inner.decode(frame)
+        budget = max_size - self.slack
+        # zlib treats a budget of 0 as "no limit": ask for one byte and refuse it.
+        decoded = self.inner.decode(frame, max_size=max(budget, 1))
+        if len(decoded.data) > budget and decoded.opcode not in (CLOSE, PING, PONG):
+            raise PayloadTooBig(len(decoded.data), max(budget, 0))
+        return decoded
+
+    def encode(self, frame: Frame) -> Frame:
+        return self.inner.encode(frame)
+
+
+def _deflate_slack(max_message_size: int) -> int:
+    return max_message_size // DEFLATE_SLACK_DIVISOR + DEFLATE_SLACK_BYTES
+
+
 class Session:
     """One WebSocket connection, sans-I/O: bytes in → messages out, sends → bytes out.
 
@@ -114,6 +170,7 @@ class Session:
 
     __slots__ = (
         "_decoder",
+        "_deferred",
         "_next_ping",
         "_parts",
         "_ping_interval",
@@ -133,10 +190,21 @@ class Session:
         now: float = 0.0,
     ) -> None:
         # The handshake was done by our HTTP engine, so the protocol starts OPEN.
-        protocol = ServerProtocol(state=OPEN, max_size=max_message_size, logger=_FRAME_LOG)
+        wire_limit = max_message_size
         if extensions:
-            protocol.extensions = list(extensions)
+            extensions = list(extensions)
+            for i, extension in enumerate(extensions):
+                if isinstance(extension, PerMessageDeflate):
+                    slack = _deflate_slack(max_message_size)
+                    extensions[i] = _BoundedInflate(extension, slack)
+                    wire_limit = max_message_size + slack
+        protocol = ServerProtocol(state=OPEN, max_size=wire_limit, logger=_FRAME_LOG)
+        if extensions:
+            protocol.extensions = extensions
         self.protocol = protocol
+        #: What a failure found in the same read as complete messages produced
+        #: (its close frame, then EOF): held back until :meth:`release`.
+        self._deferred: list[bytes] | None = None
         self._parts: list[bytes] = []
         self._text = False
         self._decoder: codecs.IncrementalDecoder | None = None
@@ -154,10 +222,57 @@ class Session:
         protocol = self.protocol
         if protocol.reader.eof:
             return []
+        was_open = protocol.state is OPEN
         protocol.receive_data(data)
         frames = protocol.events_received()
+        if was_open and protocol.parser_exc is not None:
+            self._close_mid_message()
         if not frames:
             return []
+        out = self._messages(frames)
+        if out and was_open and protocol.state is not OPEN:
+            # The read held complete messages and then an invalid frame (or a
+            # close): the messages are delivered and answered first, then the
+            # close frame goes out (RFC 6455 §5.5.1 allows data before it).
+            self._deferred = protocol.data_to_send()
+        return out
+
+    def _close_mid_message(self) -> None:
+        """A close frame in the middle of a fragmented message ends the connection
+        normally (RFC 6455 §5.4 allows control frames between fragments; the
+        unfinished message is dropped). websockets fails it with 1002 instead:
+        its close frame is replaced by the echo of the peer's."""
+        protocol = self.protocol
+        received = protocol.close_rcvd
+        writes = protocol.writes
+        if (
+            received is None
+            or not isinstance(protocol.parser_exc, WsProtocolError)
+            or str(protocol.parser_exc) != "incomplete fragmented message"
+            or len(writes) < 2
+        ):
+            return
+        writes[-2] = Frame(CLOSE, received.serialize()).serialize(
+            mask=False, extensions=protocol.extensions
+        )
+        protocol.close_sent = received
+        protocol.close_rcvd_then_sent = True
+        self._parts = []
+
+    @property
+    def deferred(self) -> bool:
+        """A failure waits for the messages before it to be handled (see :meth:`release`)."""
+        return self._deferred is not None
+
+    def release(self) -> None:
+        """The messages delivered with a deferred failure have been handled: the
+        failure's close frame and EOF now follow whatever the callbacks sent."""
+        deferred = self._deferred
+        if deferred is not None:
+            self._deferred = None
+            self.protocol.writes.extend(deferred)
+
+    def _messages(self, frames: list[Any]) -> list[str | bytes]:
         out: list[str | bytes] = []
         for frame in frames:
             if not isinstance(frame, Frame):  # pragma: no cover - only frames once OPEN
@@ -216,24 +331,33 @@ class Session:
 
     @property
     def is_open(self) -> bool:
-        return self.protocol.state is OPEN
+        return self.protocol.state is OPEN or self._deferred is not None
 
     def send_text(self, text: str) -> bool:
-        if self.protocol.state is not OPEN:
+        if self.protocol.state is OPEN:
+            self.protocol.send_text(text.encode("utf-8"))
+        elif self._deferred is not None:  # answering messages before a deferred failure
+            self.protocol.send_frame(Frame(TEXT, text.encode("utf-8")))
+        else:
             return False
-        self.protocol.send_text(text.encode("utf-8"))
         return True
 
     def send_binary(self, data: bytes) -> bool:
-        if self.protocol.state is not OPEN:
+        if self.protocol.state is OPEN:
+            self.protocol.send_binary(data)
+        elif self._deferred is not None:
+            self.protocol.send_frame(Frame(BINARY, data))
+        else:
             return False
-        self.protocol.send_binary(data)
         return True
 
     def ping(self, payload: bytes = b"") -> bool:
-        if self.protocol.state is not OPEN:
+        if self.protocol.state is OPEN:
+            self.protocol.send_ping(payload)
+        elif self._deferred is not None:
+            self.protocol.send_frame(Frame(PING, payload))
+        else:
             return False
-        self.protocol.send_ping(payload)
         return True
 
     def close(self, code: int = 1000, reason: str = "") -> bool:
@@ -271,7 +395,7 @@ class Session:
     def finished(self) -> bool:
         """The WebSocket is over for the application (``on_close`` is due)."""
         protocol = self.protocol
-        return protocol.eof_sent or protocol.state is CLOSED
+        return (protocol.eof_sent or protocol.state is CLOSED) and self._deferred is None
 
     def close_info(self) -> tuple[int, str]:
         """``(code, reason)`` for ``on_close`` (see the module docstring)."""
@@ -335,7 +459,7 @@ class WebSocket:
     """
 
     __slots__ = ("_driver", "assigns", "client", "headers", "params", "path", "query",
-                 "query_string")
+                 "query_string", "subprotocol")
 
     def __init__(
         self,
@@ -348,8 +472,11 @@ class WebSocket:
         client: tuple[str, int] | None,
         params: dict[str, str],
         assigns: dict[str, Any],
+        subprotocol: str | None = None,
     ) -> None:
         self._driver = driver
+        #: The negotiated ``Sec-WebSocket-Protocol``, or None.
+        self.subprotocol = subprotocol
         self.path = path
         self.query_string = query_string
         self.query = query
@@ -485,12 +612,14 @@ class Upgrade:
         "request_headers",
         "request_path",
         "request_query",
+        "subprotocol",
     )
 
     def __init__(self, endpoint: WebSocketEndpoint, ctx: Context,
-                 extensions: list[Extension]) -> None:
+                 extensions: list[Extension], subprotocol: str | None = None) -> None:
         self.endpoint = endpoint
         self.extensions = extensions
+        self.subprotocol = subprotocol
         request = ctx.request
         self.request_path = request.path
         self.request_query = request.query_string
@@ -520,6 +649,7 @@ class Upgrade:
             client=self.request_client,
             params=self.params,
             assigns=self.assigns,
+            subprotocol=self.subprotocol,
         )
 
 
@@ -531,7 +661,8 @@ class WebSocketEndpoint:
     class is instantiated with no arguments). Each may be plain or ``async def``.
     """
 
-    __slots__ = ("compression", "on_close", "on_message", "on_open")
+    __slots__ = ("allowed_origins", "compression", "on_close", "on_message", "on_open",
+                 "subprotocols")
 
     def __init__(
         self,
@@ -541,7 +672,22 @@ class WebSocketEndpoint:
         on_message: MessageCallback | None = None,
         on_close: CloseCallback | None = None,
         compression: bool = True,
+        subprotocols: Sequence[str] = (),
+        allowed_origins: Sequence[str] | None = None,
     ) -> None:
+        if isinstance(subprotocols, str) or not all(
+            isinstance(p, str) and _TOKEN.fullmatch(p) for p in subprotocols
+        ):
+            raise ValueError(f"subprotocols must be a list of tokens, got {subprotocols!r}")
+        if allowed_origins is not None and (
+            isinstance(allowed_origins, str)
+            or not all(isinstance(o, str) for o in allowed_origins)
+        ):
+            raise ValueError(f"allowed_origins must be a list of origins, got {allowed_origins!r}")
+        self.subprotocols = tuple(subprotocols)
+        self.allowed_origins = (
+            None if allowed_origins is None else frozenset(o.lower() for o in allowed_origins)
+        )
         if isinstance(handler, type):
             handler = handler()
         self.on_open: OpenCallback | None = _callback(handler, on_open, "on_open")
@@ -560,6 +706,7 @@ class WebSocketEndpoint:
                 if self.compression
                 else (None, [])
             )
+            self._check_origin(request.headers)
         except _BadUpgrade as exc:
             if exc.status == 426:
                 ctx.set_header("Sec-WebSocket-Version", WS_VERSION)
@@ -572,9 +719,32 @@ class WebSocketEndpoint:
         ]
         if ext_header is not None:
             headers.append(("Sec-WebSocket-Extensions", ext_header))
+        subprotocol = self._select_subprotocol(request.headers)
+        if subprotocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", subprotocol))
         response = Response(101, headers)
-        response.upgrade = Upgrade(self, ctx, extensions)
+        response.upgrade = Upgrade(self, ctx, extensions, subprotocol)
         ctx.set_response(response)
+
+    def _check_origin(self, headers: Headers) -> None:
+        allowed = self.allowed_origins
+        if allowed is None:
+            return
+        origins = headers.get_all("origin")
+        if not origins:
+            return  # not a browser: no ambient credentials to hijack
+        if len(origins) > 1 or origins[0].strip().lower() not in allowed:
+            raise _BadUpgrade(403, "origin not allowed")
+
+    def _select_subprotocol(self, headers: Headers) -> str | None:
+        """The first of the route's subprotocols the client offers (RFC 6455 §4.2.2)."""
+        if not self.subprotocols:
+            return None
+        offered = {t.strip() for v in headers.get_all("sec-websocket-protocol") for t in v.split(",")}
+        for subprotocol in self.subprotocols:
+            if subprotocol in offered:
+                return subprotocol
+        return None
 
     def __repr__(self) -> str:
         return f"<WebSocketEndpoint on_message={self.on_message!r}>"

@@ -153,6 +153,13 @@ class WebSocketProtocol(asyncio.Protocol):
             ws = self.ws
             for message in messages:
                 self._dispatch("on_message", on_message, (ws, message))
+        if self.session.deferred:  # a failure in the same read waits for these messages
+            self._dispatch("release", self._release_deferred, ())
+        self._after_io()
+
+    def _release_deferred(self) -> None:
+        self.session.release()
+        self._flush()
         self._after_io()
 
     def eof_received(self) -> bool | None:

@@ -266,6 +266,10 @@ class NativeWebSockets:
                     link.deadline = time.monotonic() + CLOSE_TIMEOUT_S
             for message in messages:
                 self._call(link, "on_message", endpoint.on_message, ws, message)
+            if session.deferred:  # a failure in the same read waited for these messages
+                with link.lock:
+                    session.release()
+                    link.flush_locked()
             if not data:
                 self._finish(link)
                 return
