@@ -22,11 +22,23 @@ Three layers, so that protocol behaviour is written once for both backends:
 * **WebSocket** (:class:`WebSocket`): what callbacks get. Sends go through a
   backend *driver* that makes them safe from any thread.
 
+Back-pressure (both backends, same policy): ``ws_write_buffer_high`` is the
+mark above which the peer is *behind*, not a size at which it is dropped, so a
+single message larger than the mark still goes out to a client that reads.
+While the peer is behind, a send from a thread that may block (a worker, a
+timer or the application's own thread) waits until the backlog drains below the
+mark; a send that must not block (the event loop's thread) is queued, at most
+:data:`MAX_MESSAGES_BEHIND` of them, and refused (False) beyond: the bound
+counts messages, not frames or bytes. A peer whose backlog makes no progress
+for ``write_timeout_ms`` has stopped reading: it gets a 1008 close frame if
+the socket can still take one, and its connection is cut.
+
 Which close code ``on_close(ws, code, reason)`` receives: the code of the
 peer's close frame when one arrived (a completed close handshake, whoever
 started it); otherwise the code the server sent when it failed the connection
 (1002 protocol error, 1007 bad UTF-8, 1009 too big, 1011 heartbeat timeout or
-callback error, 1001 shutdown the peer never answered); otherwise ``1006``
+callback error, 1001 shutdown the peer never answered, 1008 stopped reading —
+only when that close frame really reached the socket); otherwise ``1006``
 (RFC 6455 §7.1.5: the TCP connection ended without any close frame — a dropped
 peer, or a peer the server cut off because it stopped reading).
 """
@@ -89,6 +101,13 @@ DEFLATE_MEM_LEVEL = 5
 #: decompressed size is held to the exact limit (see :class:`_BoundedInflate`).
 DEFLATE_SLACK_DIVISOR = 8
 DEFLATE_SLACK_BYTES = 1024
+#: Messages a send that must not block may queue while the peer is behind (its
+#: unsent bytes above ``ws_write_buffer_high``) before sends are refused.
+MAX_MESSAGES_BEHIND = 64
+#: Sent to a peer whose backlog made no progress for ``write_timeout_ms``
+#: (RFC 6455 §7.4.1 1008: it violates the policy that a client keeps reading).
+STALLED_CODE = 1008
+STALLED_REASON = "stopped reading"
 #: Payload of heartbeat pings (content is irrelevant: any pong counts).
 HEARTBEAT_PAYLOAD_BYTES = 4
 
@@ -169,6 +188,7 @@ class Session:
     """
 
     __slots__ = (
+        "_abnormal",
         "_decoder",
         "_deferred",
         "_next_ping",
@@ -205,6 +225,7 @@ class Session:
         #: What a failure found in the same read as complete messages produced
         #: (its close frame, then EOF): held back until :meth:`release`.
         self._deferred: list[bytes] | None = None
+        self._abnormal = False  # our close frame never reached the socket
         self._parts: list[bytes] = []
         self._text = False
         self._decoder: codecs.IncrementalDecoder | None = None
@@ -397,9 +418,17 @@ class Session:
         protocol = self.protocol
         return (protocol.eof_sent or protocol.state is CLOSED) and self._deferred is None
 
+    def lost_close_frame(self) -> None:
+        """The connection is cut before our close frame could be written: ``on_close``
+        reports 1006, not a code the peer never saw."""
+        if self.protocol.close_rcvd is None:
+            self._abnormal = True
+
     def close_info(self) -> tuple[int, str]:
         """``(code, reason)`` for ``on_close`` (see the module docstring)."""
         protocol = self.protocol
+        if self._abnormal:
+            return _ABNORMAL, ""
         if protocol.close_rcvd is not None:
             return int(protocol.close_rcvd.code), protocol.close_rcvd.reason
         if protocol.close_sent is not None:

@@ -6,6 +6,7 @@ read, and a close frame between fragments."""
 from __future__ import annotations
 
 import os
+import socket
 import struct
 
 import pytest
@@ -87,3 +88,69 @@ def test_close_between_fragments_closes_cleanly_1000(serve):
     finally:
         raw.close()
     assert events.wait_for("close")[1] == 1000
+
+
+# ---------------------------------------------------------------------- back-pressure
+
+#: Write-buffer mark of the back-pressure tests: far below the messages they send.
+SMALL_HIGH = 16 * 1024
+#: Receive buffer of the back-pressure clients: small, so the server's unsent
+#: bytes pile up in its own buffers while the client reads at its own pace.
+CLIENT_RCVBUF = 16 * 1024
+#: Messages of the burst a callback sends on the connection's own thread.
+#: Together (16 MiB) more than the kernel's socket buffers take (tcp_wmem max is 4 MiB
+#: by default), so the backlog really builds up in the server.
+BURST_MESSAGES = 32
+BURST_MESSAGE = b"b" * (512 * 1024)
+#: One message larger than the kernel's send buffer and far larger than the mark.
+BIG_MESSAGE = b"B" * (8 * MIB)
+
+
+def burst_app(events: Events) -> zzz.Router:
+    app = make_app(events)
+
+    def on_message(ws: zzz.WebSocket, msg: str | bytes) -> None:
+        sent = sum(1 for _ in range(BURST_MESSAGES) if ws.send_binary(BURST_MESSAGE))
+        events.put("burst-sent", sent)
+
+    app.ws("/burst", on_message=on_message)
+    app.ws("/big", on_message=lambda ws, msg: ws.send_binary(BIG_MESSAGE))
+    return app
+
+
+def slow_client(running, path: str, **kwargs):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
+    sock.settimeout(WAIT_S)
+    sock.connect(("127.0.0.1", running.port))
+    return open_client(ws_url(running, path), sock=sock, compression=None, **kwargs)
+
+
+def test_reading_client_gets_a_message_larger_than_the_write_mark(serve):
+    events = Events()
+    running = serve(burst_app(events), ws_write_buffer_high=SMALL_HIGH)
+    with slow_client(running, "/big", max_size=2 * len(BIG_MESSAGE)) as client:
+        for _ in range(2):
+            client.send("again")
+            assert client.recv(timeout=WAIT_S) == BIG_MESSAGE
+
+
+def test_reading_client_gets_a_whole_flood_from_another_thread(serve):
+    from .test_websocket import FLOOD_CHUNK, FLOOD_MAX_CHUNKS
+
+    events = Events()
+    running = serve(make_app(events), ws_write_buffer_high=4 * len(FLOOD_CHUNK))
+    with slow_client(running, "/flood") as client:
+        for _ in range(FLOOD_MAX_CHUNKS):
+            assert client.recv(timeout=WAIT_S) == FLOOD_CHUNK
+        assert events.wait_for("flood-stopped")[1] == FLOOD_MAX_CHUNKS
+
+
+def test_reading_client_gets_a_burst_sent_from_its_own_callback(serve):
+    events = Events()
+    running = serve(burst_app(events), ws_write_buffer_high=SMALL_HIGH)
+    with slow_client(running, "/burst") as client:
+        client.send("go")
+        for _ in range(BURST_MESSAGES):
+            assert client.recv(timeout=WAIT_S) == BURST_MESSAGE
+        assert events.wait_for("burst-sent")[1] == BURST_MESSAGES
