@@ -181,7 +181,7 @@ class Config:
     )
     ws_write_buffer_high: int = field(
         default=4 * MIB,
-        metadata=_help("close a WebSocket whose unsent data exceeds this many bytes"),
+        metadata=_help("WebSocket sends wait while more than this many bytes are unsent"),
     )
     tls: TlsConfig | None = field(default=None, metadata=_help("HTTPS settings", nested=True))
     native: NativeConfig = field(
