@@ -50,6 +50,7 @@ EXPECTED_FLAGS = {
     "tls-require-client-cert": "tls.require_client_cert",
     "tls-min-version": "tls.min_version",
     "tls-ciphers": "tls.ciphers",
+    "tls-profile": "tls.profile",
     "tls-key-password": "tls.key_password",
     "native-pool-size": "native.pool_size",
     "native-queue-capacity": "native.queue_capacity",
@@ -69,6 +70,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "tls-require-client-cert": ("yes", True),
     "tls-min-version": ("TLSv1.3", "TLSv1.3"),
     "tls-ciphers": ("ECDHE+AESGCM", "ECDHE+AESGCM"),
+    "tls-profile": ("modern", "modern"),
     "tls-key-password": ("s3cret pass", "s3cret pass"),
     "eventloop-loop": ("asyncio", "asyncio"),
 }
