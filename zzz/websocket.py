@@ -61,7 +61,7 @@ from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
-from websockets.frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, Frame
+from websockets.frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, Close, Frame
 from websockets.headers import build_extension, parse_extension
 from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
@@ -127,6 +127,7 @@ CloseCallback = Callable[["WebSocket", int, str], Awaitable[None] | None]
 _INVALID_DATA = 1007
 _INTERNAL_ERROR = 1011
 _ABNORMAL = 1006
+_NO_STATUS = 1005
 
 
 def check_close(code: int, reason: str) -> None:
@@ -265,20 +266,32 @@ class Session:
         its close frame is replaced by the echo of the peer's."""
         protocol = self.protocol
         received = protocol.close_rcvd
-        writes = protocol.writes
         if (
             received is None
             or not isinstance(protocol.parser_exc, WsProtocolError)
             or str(protocol.parser_exc) != "incomplete fragmented message"
-            or len(writes) < 2
         ):
             return
-        writes[-2] = Frame(CLOSE, received.serialize()).serialize(
-            mask=False, extensions=protocol.extensions
-        )
-        protocol.close_sent = received
-        protocol.close_rcvd_then_sent = True
-        self._parts = []
+        if self._replace_close(received):
+            protocol.close_rcvd = received
+            protocol.close_rcvd_then_sent = True
+            self._parts = []
+
+    def _replace_close(self, close: Close) -> bool:
+        """Replace the close frame the protocol queued in this read (then EOF) by
+        ``close``: the frames are parsed a whole read at a time, so the library
+        may have failed on a *later* frame than the one the session refuses."""
+        protocol = self.protocol
+        writes = protocol.writes
+        if len(writes) < 2 or writes[-1] != b"" or writes[-2][:1] != b"\x88":
+            return False
+        # An empty close frame parses as 1005, which must not be sent: echo it empty.
+        payload = b"" if close.code == _NO_STATUS else close.serialize()
+        writes[-2] = Frame(CLOSE, payload).serialize(mask=False, extensions=protocol.extensions)
+        protocol.close_sent = close
+        protocol.close_rcvd = None
+        protocol.close_rcvd_then_sent = None
+        return True
 
     @property
     def deferred(self) -> bool:
@@ -342,7 +355,11 @@ class Session:
 
     def _fail_utf8(self) -> None:
         self._parts = []
-        self.protocol.fail(_INVALID_DATA, "invalid UTF-8 in text message")
+        reason = "invalid UTF-8 in text message"
+        if self.protocol.state is OPEN:
+            self.protocol.fail(_INVALID_DATA, reason)
+        else:  # a later frame of the same read failed or closed: this error came first
+            self._replace_close(Close(_INVALID_DATA, reason))
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""

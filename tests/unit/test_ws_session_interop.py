@@ -21,7 +21,7 @@ from zzz.websocket import Session, Upgrade, WebSocketEndpoint, negotiate_extensi
 
 LIMIT = 64 * 1024
 #: Decompressed size of the zip bomb: far beyond the limit, a small compressed frame.
-BOMB_BYTES = 64 * 1024 * 1024
+BOMB_BYTES = 16 * 1024 * 1024
 
 
 def deflate_session(limit: int = LIMIT) -> tuple[Session, object]:
@@ -168,3 +168,39 @@ def test_origin_allow_list() -> None:
 def test_invalid_subprotocols_are_refused_at_registration(bad: object) -> None:
     with pytest.raises(ValueError, match="subprotocols"):
         WebSocketEndpoint(on_message=lambda ws, m: None, subprotocols=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("later", [bytes([0x83, 0x80, 0, 0, 0, 0]), "close"])
+def test_earliest_error_of_a_read_decides_the_close_code(later: bytes | str) -> None:
+    """Found by atheris: bad UTF-8 in one frame and an invalid opcode (or a close)
+    in a later frame of the same read gave 1002 (1000) when read at once but 1007
+    when read frame by frame; the earlier error must win whatever the split."""
+    peer = client()
+    peer.send_text(b"\xff\xfe")
+    if later == "close":
+        peer.send_close(1000, "")
+        wire = to_server(peer)
+    else:
+        assert isinstance(later, bytes)
+        wire = to_server(peer) + later
+    whole = Session(LIMIT)
+    whole.receive(wire)
+    split = Session(LIMIT)
+    for i in range(len(wire)):
+        split.receive(wire[i : i + 1])
+    assert whole.close_info()[0] == split.close_info()[0] == 1007
+    data, eof = whole.data_to_send()
+    assert eof and Close.parse(data[2:]).code == 1007
+
+
+def test_empty_close_between_fragments_is_echoed_empty() -> None:
+    """Found by atheris: the 1005 an empty close frame parses as cannot be sent;
+    replacing the library's 1002 with it raised out of receive()."""
+    session = Session(LIMIT)
+    peer = client()
+    peer.send_text(b"frag", fin=False)
+    wire = to_server(peer) + bytes([0x88, 0x80, 1, 2, 3, 4])  # empty masked close
+    assert session.receive(wire) == []
+    sent, eof = session.data_to_send()
+    assert eof and sent == b"\x88\x00"
+    assert session.close_info() == (1005, "")
