@@ -127,3 +127,16 @@ def test_non_token_methods_stay_400(line: bytes) -> None:
 def test_extension_method_keeps_version_and_host_checks() -> None:
     assert error_status(b"FROB / HTTP/1.2\r\nHost: x\r\n\r\n") == 505
     assert error_status(b"FROB / HTTP/1.1\r\n\r\n") == 400
+
+
+def test_many_pipelined_extension_methods_in_one_read() -> None:
+    """Each one is replayed; the replays must not nest (a deep pipeline in one read
+    would otherwise hit the recursion limit)."""
+    from zzz.http.connection import HTTPConnection, Limits
+    from zzz.http.request import Request
+
+    count = 3000
+    conn = HTTPConnection(Limits(max_requests=count))
+    events = conn.feed(b"FROB / HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+    assert len(events) == count
+    assert all(isinstance(e, Request) and e.method == "FROB" for e in events)

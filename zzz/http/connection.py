@@ -276,6 +276,7 @@ class HTTPConnection:
         "_progress",
         "_remaining",
         "_replay",
+        "_replaying",
         "_responses",
         "_scheme",
         "_stall",
@@ -323,6 +324,7 @@ class HTTPConnection:
         self._pending: bytes | None = None  # a refused method token still arriving
         self._ext_method: str | None = None  # the real method behind the placeholder
         self._replay: bytes | None = None  # a message to parse again with the placeholder
+        self._replaying = False
         self._pending_continue: Request | None = None
         self._stopped = False  # a Connection: close request completed
         self._upgraded = False
@@ -534,17 +536,24 @@ class HTTPConnection:
 
         Never called inside an ``except`` block: Python would then chain the
         handled exception over the ProtocolError httptools attaches to a callback
-        error, and the status would be lost."""
-        data = self._replay
-        self._replay = None
-        if data is None:
+        error, and the status would be lost. Replays do not nest: the feed of a
+        replay may meet the next extension method (pipelining), which this loop
+        then replays, so any number of them in one read costs no recursion."""
+        if self._replaying:
             return
-        end = data.index(b" ")
-        self._ext_method = data[:end].decode("ascii")
-        self._parser = httptools.HttpRequestParser(self)
-        self._state = _IDLE
-        events = self.feed(_PLACEHOLDER_METHOD + data[end:])  # hands back self._events too
-        self._events.extend(events)
+        self._replaying = True
+        try:
+            while self._replay is not None:
+                data = self._replay
+                self._replay = None
+                end = data.index(b" ")
+                self._ext_method = data[:end].decode("ascii")
+                self._parser = httptools.HttpRequestParser(self)
+                self._state = _IDLE
+                events = self.feed(_PLACEHOLDER_METHOD + data[end:])  # returns self._events too
+                self._events.extend(events)
+        finally:
+            self._replaying = False
 
     def _chunk_lines_feed(self, piece: bytes) -> bytes:
         """``piece`` of a chunked body with its size lines checked and their
