@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean fuzz test-matrix
+.PHONY: run test lint typecheck pytest bench clean fuzz test-matrix autobahn autobahn-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,5 +58,25 @@ NOX_SESSIONS ?= tests
 test-matrix: $(STAMP)
 	PATH="$(subst $(space),:,$(PYENV_BINS)):$$PATH" $(PY) -m nox -s $(NOX_SESSIONS)
 
+# Autobahn|Testsuite's fuzzing client against both backends (Python 2.7 from pyenv,
+# installed under .autobahn/). All cases take about 10 minutes a backend;
+# autobahn-quick leaves out 12.x/13.x (under a minute a backend).
+AB_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/2.7.*/bin/python))
+AB_DIR := .autobahn
+AB_SITE := $(AB_DIR)/py27/lib/python2.7/site-packages
+AB_STAMP := $(AB_DIR)/.installed
+
+$(AB_STAMP): tests/autobahn/requirements-py27.txt
+	$(AB_PYTHON) -m pip install -q --prefix $(AB_DIR)/py27 setuptools==44.0.0
+	PYTHONPATH=$(AB_SITE) $(AB_PYTHON) -m pip install -q --prefix $(AB_DIR)/py27 -r tests/autobahn/requirements-py27.txt
+	PYTHONPATH=$(AB_SITE) $(AB_PYTHON) -m pip install -q --prefix $(AB_DIR)/py27 --no-deps autobahntestsuite==25.10.1
+	touch $@
+
+autobahn: $(STAMP) $(AB_STAMP)
+	$(PY) tests/autobahn/run.py --python2 $(AB_PYTHON) --site $(AB_SITE) --outdir $(AB_DIR)/reports
+
+autobahn-quick: $(STAMP) $(AB_STAMP)
+	$(PY) tests/autobahn/run.py --python2 $(AB_PYTHON) --site $(AB_SITE) --outdir $(AB_DIR)/reports --quick
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .nox .fuzz .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .nox .fuzz .hypothesis .autobahn
