@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean fuzz test-matrix autobahn autobahn-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(PY) -m zzz run examples.hello:app --host 127.0.0.1 --port 8888
 
 lint: $(STAMP)
-	$(PY) -m ruff check zzz tests examples bench
+	$(PY) -m ruff check zzz tests examples bench noxfile.py
 
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict zzz
@@ -35,5 +35,48 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	bench/run.sh
 
+# Long fuzzing: the hypothesis properties with FUZZ_EXAMPLES examples each, then
+# atheris on the engine and the WebSocket frame path for FUZZ_S seconds each. New
+# corpus entries go to .fuzz/<target>; a crash is saved as .fuzz/crashes/<target>-crash-*
+# (copy it into tests/fuzz/corpus/<target>/ to keep it as a regression test).
+FUZZ_S ?= 300
+FUZZ_EXAMPLES ?= 20000
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz -k "not atheris"
+	mkdir -p .fuzz/engine .fuzz/ws .fuzz/crashes
+	$(PY) tests/fuzz/atheris_fuzz.py engine -max_total_time=$(FUZZ_S) -artifact_prefix=.fuzz/crashes/engine- .fuzz/engine tests/fuzz/corpus/engine
+	$(PY) tests/fuzz/atheris_fuzz.py ws -max_total_time=$(FUZZ_S) -artifact_prefix=.fuzz/crashes/ws- .fuzz/ws tests/fuzz/corpus/ws
+
+# The suite on every supported Python (nox; pyenv's 3.11, 3.12, 3.13 put on PATH).
+# NOX_SESSIONS=unit for the unit and fuzz suites only.
+PYENV_BINS := $(wildcard $(HOME)/.pyenv/versions/3.11.*/bin $(HOME)/.pyenv/versions/3.12.*/bin $(HOME)/.pyenv/versions/3.13.*/bin)
+empty :=
+space := $(empty) $(empty)
+NOX_SESSIONS ?= tests
+
+test-matrix: $(STAMP)
+	PATH="$(subst $(space),:,$(PYENV_BINS)):$$PATH" $(PY) -m nox -s $(NOX_SESSIONS)
+
+# Autobahn|Testsuite's fuzzing client against both backends (Python 2.7 from pyenv,
+# installed under .autobahn/). All cases take about 10 minutes a backend;
+# autobahn-quick leaves out 12.x/13.x (under a minute a backend).
+AB_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/2.7.*/bin/python))
+AB_DIR := .autobahn
+AB_SITE := $(AB_DIR)/py27/lib/python2.7/site-packages
+AB_STAMP := $(AB_DIR)/.installed
+
+$(AB_STAMP): tests/autobahn/requirements-py27.txt
+	$(AB_PYTHON) -m pip install -q --prefix $(AB_DIR)/py27 setuptools==44.0.0
+	PYTHONPATH=$(AB_SITE) $(AB_PYTHON) -m pip install -q --prefix $(AB_DIR)/py27 -r tests/autobahn/requirements-py27.txt
+	PYTHONPATH=$(AB_SITE) $(AB_PYTHON) -m pip install -q --prefix $(AB_DIR)/py27 --no-deps autobahntestsuite==25.10.1
+	touch $@
+
+autobahn: $(STAMP) $(AB_STAMP)
+	$(PY) tests/autobahn/run.py --python2 $(AB_PYTHON) --site $(AB_SITE) --outdir $(AB_DIR)/reports
+
+autobahn-quick: $(STAMP) $(AB_STAMP)
+	$(PY) tests/autobahn/run.py --python2 $(AB_PYTHON) --site $(AB_SITE) --outdir $(AB_DIR)/reports --quick
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .nox .fuzz .hypothesis .autobahn

@@ -23,6 +23,8 @@ MIB = 1024 * KIB
 MAX_PORT = 65535
 #: TLS versions ``TlsConfig.min_version`` accepts.
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+#: Mozilla server-side TLS profiles zzz's default context follows (see zzz.tls).
+TLS_PROFILES = ("intermediate", "modern")
 #: Event-loop implementations ``EventLoopConfig.loop`` accepts.
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
 #: Where the event-loop backend runs plain (``def``) handlers.
@@ -81,8 +83,15 @@ class TlsConfig:
     min_version: str = field(
         default="TLSv1.2", metadata=_help("lowest TLS version offered", cli="tls-min-version")
     )
+    profile: str = field(
+        default="intermediate",
+        metadata=_help("Mozilla TLS profile: intermediate (TLS 1.2+) or modern (TLS 1.3 only)",
+                       cli="tls-profile"),
+    )
     ciphers: str | None = field(
-        default=None, metadata=_help("OpenSSL cipher string for TLS <= 1.2", cli="tls-ciphers")
+        default=None,
+        metadata=_help("OpenSSL cipher string for TLS <= 1.2 (overrides the profile's)",
+                       cli="tls-ciphers"),
     )
     key_password: str | None = field(
         default=None, metadata=_help("password of an encrypted key_file", cli="tls-key-password")
@@ -95,6 +104,8 @@ class TlsConfig:
                 raise ConfigError(f"tls.{name}", "must be a non-empty path")
         if self.min_version not in TLS_VERSIONS:
             raise ConfigError("tls.min_version", f"must be one of {', '.join(TLS_VERSIONS)}")
+        if self.profile not in TLS_PROFILES:
+            raise ConfigError("tls.profile", f"must be one of {', '.join(TLS_PROFILES)}")
         if self.require_client_cert and not self.ca_file:
             raise ConfigError("tls.require_client_cert", "needs tls.ca_file to verify clients")
 
@@ -296,7 +307,7 @@ class Config:
     )
     ws_write_buffer_high: int = field(
         default=4 * MIB,
-        metadata=_help("close a WebSocket whose unsent data exceeds this many bytes"),
+        metadata=_help("WebSocket sends wait while more than this many bytes are unsent"),
     )
     tls: TlsConfig | None = field(default=None, metadata=_help("HTTPS settings", nested=True))
     native: NativeConfig = field(

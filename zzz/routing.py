@@ -68,6 +68,13 @@ F = TypeVar("F", bound=Hook)
 #: Key of ``request.extensions`` naming the handler the router chose (``module.qualname``).
 HANDLER_KEY = "zzz.handler"
 
+#: Methods the server recognises even without a route for them: an unmatched
+#: request with one of these is a 404; any other method (an extension method such
+#: as PURGE or a made-up FROB) that no route uses anywhere is a 501 (RFC 9110
+#: §15.6.2: the server does not support the functionality), and a 405 with
+#: ``Allow`` when the path has routes for other methods.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"})
+
 #: Body of the generic 500 answer; details go to the log, never to the client.
 INTERNAL_ERROR_BODY = b"500 Internal Server Error\n"
 
@@ -458,13 +465,15 @@ def ws(
     name: str | None = None,
     middleware: Sequence[Middleware] = (),
     compression: bool = True,
+    subprotocols: Sequence[str] = (),
+    allowed_origins: Sequence[str] | None = None,
 ) -> RouteSpec:
     """Declare a WebSocket route (see :meth:`Router.ws`)."""
     from zzz.websocket import WebSocketEndpoint  # imports the websockets package
 
     endpoint = WebSocketEndpoint(
         handler, on_open=on_open, on_message=on_message, on_close=on_close,
-        compression=compression,
+        compression=compression, subprotocols=subprotocols, allowed_origins=allowed_origins,
     )
     return RouteSpec(("GET",), path, endpoint, name, middleware)
 
@@ -518,6 +527,7 @@ class Router:
         self._routes: list[Route] = []
         self._static: dict[tuple[str, str], Route] = {}
         self._static_paths: dict[str, dict[str, Route]] = {}
+        self._methods = set(STANDARD_METHODS)  # recognised: standard or used by a route
         self._root = _Node()
         self._names: dict[str, Route] = {}
         self._not_found_chain: tuple[Callable[[Context], Any], ...] = ()
@@ -688,6 +698,7 @@ class Router:
         return node.routes
 
     def _insert(self, new: Route, pattern: _Pattern) -> None:
+        self._methods.add(new.method)
         if pattern.is_static:
             self._static[(new.method, pattern.text)] = new
             self._static_paths.setdefault(pattern.text, {})[new.method] = new
@@ -780,6 +791,8 @@ class Router:
         name: str | None = None,
         middleware: Sequence[Middleware] = (),
         compression: bool = True,
+        subprotocols: Sequence[str] = (),
+        allowed_origins: Sequence[str] | None = None,
     ) -> None:
         """Register a WebSocket route: ``GET path`` with an upgrade.
 
@@ -789,9 +802,13 @@ class Router:
         once) with methods of those names. The route's middleware runs before
         the upgrade and may refuse it; ``ws.assigns`` is a copy of what it
         assigned. ``compression`` accepts permessage-deflate when offered.
+        ``subprotocols``: names the route speaks, in order of preference (the
+        chosen one is ``ws.subprotocol``). ``allowed_origins``: e.g.
+        ``["https://app.example"]``; a handshake with another ``Origin`` gets 403.
         """
         spec = ws(path, handler, on_open=on_open, on_message=on_message, on_close=on_close,
-                  name=name, middleware=middleware, compression=compression)
+                  name=name, middleware=middleware, compression=compression,
+                  subprotocols=subprotocols, allowed_origins=allowed_origins)
         self._register(spec, "", ())
 
     def include(self, *specs: RouteSpec | Scope) -> None:
@@ -922,7 +939,7 @@ class Router:
                 return self._run_offloaded(ctx, first)
         else:
             if not self._middleware:
-                return self._fallback_response(request.path, request.raw_path)
+                return self._fallback_response(request)
             if self.allowed_methods(request.path, request.raw_path):
                 chain = self._not_allowed_chain
             else:
@@ -1020,14 +1037,19 @@ class Router:
         )
         return _plain(500, INTERNAL_ERROR_BODY)
 
-    def _fallback_response(self, path: str, raw_path: str) -> Response:
-        allowed = self.allowed_methods(path, raw_path)
+    def _fallback_response(self, request: Request) -> Response:
+        allowed = self.allowed_methods(request.path, request.raw_path)
         if allowed:
             return _plain(405, b"405 Method Not Allowed\n", [("Allow", ", ".join(allowed))])
+        if request.method not in self._methods:
+            return _plain(501, b"501 Not Implemented\n")
         return _plain(404, b"404 Not Found\n")
 
     def _not_found(self, ctx: Context) -> None:
-        ctx.text(404, "404 Not Found\n")
+        if ctx.request.method not in self._methods:
+            ctx.text(501, "501 Not Implemented\n")
+        else:
+            ctx.text(404, "404 Not Found\n")
 
     def _not_allowed(self, ctx: Context) -> None:
         request = ctx.request
@@ -1035,7 +1057,7 @@ class Router:
         ctx.text(405, "405 Method Not Allowed\n")
 
     def check_continue(self, request: Request) -> Response | None:
-        """For ``Expect: 100-continue``: ``None`` to read the body, else a final 404/405.
+        """For ``Expect: 100-continue``: ``None`` to read the body, else a final 404/405/501.
 
         Runs no handler. With router-wide middleware it also returns ``None``
         for unmatched requests, because middleware may answer any path (CORS
@@ -1044,4 +1066,4 @@ class Router:
         found = self._find(request.method, request.path, request.raw_path)
         if found is not None or self._middleware:
             return None
-        return self._fallback_response(request.path, request.raw_path)
+        return self._fallback_response(request)

@@ -6,6 +6,19 @@ line and exits 2): a missing or unreadable file, a file that is not PEM, a key
 that does not match the certificate, an encrypted key without a password.
 OpenSSL's own messages ("[SSL] PEM lib") say none of that.
 
+The defaults follow Mozilla's server-side TLS guidelines (v5.7), which
+``sslyze --mozilla_config`` checks: the *intermediate* profile (TLS 1.2 and
+1.3; for 1.2 only ECDHE/DHE with AES-GCM or ChaCha20-Poly1305; the groups
+X25519, P-256 and P-384; the client picks its preferred suite) or, with
+``tls.profile = "modern"``, TLS 1.3 only. ``tls.ciphers`` still replaces the
+TLS 1.2 list. Python's ``ssl`` module has no call for the key-exchange groups
+(OpenSSL's default list adds X448, P-521 and the ffdhe groups, which both
+profiles leave out), so :func:`_set_groups` calls OpenSSL's
+``SSL_CTX_set1_groups_list`` through ctypes, on the ``SSL_CTX`` of the context
+after checking it is the right one; where that is impossible it falls back to
+P-256 alone (still compliant; clients that sent an X25519 key share then need
+one more round trip).
+
 Reloading (SIGHUP, :meth:`zzz.server.Server.reload_tls`) builds a *new*
 context and swaps ``server.ssl_context``. The native backend wraps each
 accepted socket with whatever ``server.ssl_context`` is at that moment. An
@@ -17,6 +30,7 @@ onto the current context; connections already established keep theirs.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -32,6 +46,21 @@ log = logging.getLogger("zzz.tls")
 
 #: The only application protocol offered in ALPN: zzz speaks HTTP/1.1.
 ALPN_PROTOCOLS = ("http/1.1",)
+#: Mozilla intermediate TLS 1.2 suites (v5.7), in Mozilla's order. (The DHE ones
+#: are only used when DH parameters are loaded, which zzz does not do.)
+INTERMEDIATE_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
+))
+#: Key-exchange groups of both Mozilla profiles (OpenSSL names).
+PROFILE_GROUPS = "X25519:P-256:P-384"
+#: The one group ``ssl.SSLContext.set_ecdh_curve`` can restrict to when the
+#: groups list cannot be set: in both profiles and offered by every client.
+FALLBACK_CURVE = "prime256v1"
+#: OpenSSL's ``SSL_CTRL_SET_GROUPS_LIST`` (``SSL_CTX_set1_groups_list`` is a macro for it).
+_SSL_CTRL_SET_GROUPS_LIST = 92
 #: A certificate chain, key or CA bundle larger than this is not what the user meant.
 MAX_PEM_FILE_SIZE = 4 * MIB
 #: ``TlsConfig.min_version`` names → ``ssl.TLSVersion``.
@@ -71,16 +100,23 @@ def build_context(tls: TlsConfig) -> ssl.SSLContext:
         raise ConfigError("tls.key_file", "key is encrypted; set tls.key_password")
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _TLS_VERSIONS[tls.min_version]
+    minimum = _TLS_VERSIONS[tls.min_version]
+    if tls.profile == "modern":
+        minimum = ssl.TLSVersion.TLSv1_3
+    context.minimum_version = minimum
     # CRIME: TLS compression leaks secrets; client renegotiation is a CPU DoS lever.
-    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    # No server cipher preference: every suite of the profile is strong, so the
+    # client's order wins (Mozilla: e.g. ChaCha20 on phones without AES hardware).
+    context.options |= ssl.OP_NO_COMPRESSION
+    context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     _load_cert_chain(context, tls, encrypted)
-    if tls.ciphers:
-        try:
-            context.set_ciphers(tls.ciphers)
-        except ssl.SSLError:
-            raise ConfigError("tls.ciphers", f"no cipher matches {tls.ciphers!r}") from None
+    try:
+        context.set_ciphers(tls.ciphers or INTERMEDIATE_CIPHERS)
+    except ssl.SSLError:
+        raise ConfigError("tls.ciphers", f"no cipher matches {tls.ciphers!r}") from None
+    if not _set_groups(context, PROFILE_GROUPS):
+        context.set_ecdh_curve(FALLBACK_CURVE)
     if tls.ca_file:
         ca_pem = _read_pem("tls.ca_file", tls.ca_file)
         _check_certificates("tls.ca_file", tls.ca_file, ca_pem)
@@ -92,6 +128,32 @@ def build_context(tls: TlsConfig) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
     context.set_alpn_protocols(list(ALPN_PROTOCOLS))
     return context
+
+
+def _set_groups(context: ssl.SSLContext, groups: str) -> bool:
+    """``SSL_CTX_set1_groups_list(ctx, groups)`` on ``context``; False when not possible.
+
+    The ``SSL_CTX *`` is the first field after the object header of CPython's
+    ``PySSLContext``. It is used only after ``SSL_CTX_get_options`` on it returns
+    exactly ``context.options`` (set just before to a value unlikely by chance),
+    so a different layout or another OpenSSL is detected, never written to.
+    """
+    try:
+        lib = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+        get_options = lib.SSL_CTX_get_options
+        ctrl = lib.SSL_CTX_ctrl
+    except (OSError, AttributeError):
+        return False
+    get_options.restype = ctypes.c_uint64
+    get_options.argtypes = [ctypes.c_void_p]
+    ctrl.restype = ctypes.c_long
+    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+    pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    if not pointer or get_options(pointer) != context.options:
+        log.debug("cannot reach the SSL_CTX of %r; groups fall back to %s", context,
+                  FALLBACK_CURVE)
+        return False
+    return bool(ctrl(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, groups.encode("ascii")))
 
 
 def _read_pem(field_name: str, path: str) -> bytes:

@@ -8,7 +8,12 @@ Three layers, so that protocol behaviour is written once for both backends:
   websocket``, ``Connection: upgrade``, a 16-byte base64 key → else 400;
   ``Sec-WebSocket-Version: 13`` → else 426), negotiates ``permessage-deflate``
   and answers ``101`` with ``response.upgrade`` set to an :class:`Upgrade` that
-  tells the backend what to switch to.
+  tells the backend what to switch to. A route may list ``subprotocols`` (the
+  first of them the client offers is selected, server order) and
+  ``allowed_origins`` (a browser's ``Origin`` outside the list gets 403: the
+  defence against cross-site WebSocket hijacking, since browsers send cookies
+  with a cross-site handshake; clients that send no ``Origin`` are not browsers
+  and pass).
 * **Session** (:class:`Session`): sans-I/O, not thread-safe. Bytes in →
   complete messages out (fragments reassembled, text decoded as strict
   UTF-8, pings answered, the close handshake echoed); sends in → bytes out;
@@ -17,11 +22,23 @@ Three layers, so that protocol behaviour is written once for both backends:
 * **WebSocket** (:class:`WebSocket`): what callbacks get. Sends go through a
   backend *driver* that makes them safe from any thread.
 
+Back-pressure (both backends, same policy): ``ws_write_buffer_high`` is the
+mark above which the peer is *behind*, not a size at which it is dropped, so a
+single message larger than the mark still goes out to a client that reads.
+While the peer is behind, a send from a thread that may block (a worker, a
+timer or the application's own thread) waits until the backlog drains below the
+mark; a send that must not block (the event loop's thread) is queued, at most
+:data:`MAX_MESSAGES_BEHIND` of them, and refused (False) beyond: the bound
+counts messages, not frames or bytes. A peer whose backlog makes no progress
+for ``write_timeout_ms`` has stopped reading: it gets a 1008 close frame if
+the socket can still take one, and its connection is cut.
+
 Which close code ``on_close(ws, code, reason)`` receives: the code of the
 peer's close frame when one arrived (a completed close handshake, whoever
 started it); otherwise the code the server sent when it failed the connection
 (1002 protocol error, 1007 bad UTF-8, 1009 too big, 1011 heartbeat timeout or
-callback error, 1001 shutdown the peer never answered); otherwise ``1006``
+callback error, 1001 shutdown the peer never answered, 1008 stopped reading —
+only when that close frame really reached the socket); otherwise ``1006``
 (RFC 6455 §7.1.5: the TCP connection ended without any close frame — a dropped
 peer, or a peer the server cut off because it stopped reading).
 """
@@ -33,13 +50,18 @@ import binascii
 import codecs
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from websockets.exceptions import InvalidHandshake, NegotiationError
+from websockets.exceptions import InvalidHandshake, NegotiationError, PayloadTooBig
+from websockets.exceptions import ProtocolError as WsProtocolError
 from websockets.extensions.base import Extension
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import BINARY, CONT, PONG, TEXT, Frame
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
+from websockets.frames import BINARY, CLOSE, CONT, PING, PONG, TEXT, Close, Frame
 from websockets.headers import build_extension, parse_extension
 from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
@@ -75,8 +97,25 @@ CLOSE_TIMEOUT_S = 5.0
 DEFLATE_WINDOW_BITS = 12
 #: zlib memLevel for outgoing compression (1..9; 8 is zlib's default): less memory.
 DEFLATE_MEM_LEVEL = 5
+#: With permessage-deflate, a compressed frame may be larger than the message it
+#: holds (random data does not compress; deflate's stored blocks add 5 bytes per
+#: 64 KiB, a naive encoder's fixed Huffman codes up to 1/8): the wire limit is the
+#: message limit plus this fraction and :data:`DEFLATE_SLACK_BYTES`, while the
+#: decompressed size is held to the exact limit (see :class:`_BoundedInflate`).
+DEFLATE_SLACK_DIVISOR = 8
+DEFLATE_SLACK_BYTES = 1024
+#: Messages a send that must not block may queue while the peer is behind (its
+#: unsent bytes above ``ws_write_buffer_high``) before sends are refused.
+MAX_MESSAGES_BEHIND = 64
+#: Sent to a peer whose backlog made no progress for ``write_timeout_ms``
+#: (RFC 6455 §7.4.1 1008: it violates the policy that a client keeps reading).
+STALLED_CODE = 1008
+STALLED_REASON = "stopped reading"
 #: Payload of heartbeat pings (content is irrelevant: any pong counts).
 HEARTBEAT_PAYLOAD_BYTES = 4
+
+#: A subprotocol name is a token (RFC 6455 §4.1, RFC 9110 §5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 #: Close codes an application may send (RFC 6455 §7.4; 1005/1006/1015 are never sent).
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
@@ -91,6 +130,7 @@ CloseCallback = Callable[["WebSocket", int, str], Awaitable[None] | None]
 _INVALID_DATA = 1007
 _INTERNAL_ERROR = 1011
 _ABNORMAL = 1006
+_NO_STATUS = 1005
 
 
 def check_close(code: int, reason: str) -> None:
@@ -106,6 +146,42 @@ def check_close(code: int, reason: str) -> None:
 # ---------------------------------------------------------------------- session
 
 
+class _BoundedInflate(Extension):
+    """permessage-deflate with the message limit on the *decompressed* bytes.
+
+    The protocol checks one limit against the wire length of a frame and passes
+    the same number to the extension as the most it may inflate. A message of
+    exactly the limit whose compressed frames are a little larger would be
+    refused, so the protocol is given the limit plus a slack (see
+    :data:`DEFLATE_SLACK_DIVISOR`) and this wrapper takes the slack off again
+    before inflating: zlib never produces more than the real remaining budget,
+    so a zip bomb stops at the limit without being inflated whole. Frames that
+    are not compressed are checked against the same exact budget.
+    """
+
+    def __init__(self, inner: Extension, slack: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.slack = slack
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if max_size is None:
+            return self.inner.decode(frame)
+        budget = max_size - self.slack
+        # zlib treats a budget of 0 as "no limit": ask for one byte and refuse it.
+        decoded = self.inner.decode(frame, max_size=max(budget, 1))
+        if len(decoded.data) > budget and decoded.opcode not in (CLOSE, PING, PONG):
+            raise PayloadTooBig(len(decoded.data), max(budget, 0))
+        return decoded
+
+    def encode(self, frame: Frame) -> Frame:
+        return self.inner.encode(frame)
+
+
+def _deflate_slack(max_message_size: int) -> int:
+    return max_message_size // DEFLATE_SLACK_DIVISOR + DEFLATE_SLACK_BYTES
+
+
 class Session:
     """One WebSocket connection, sans-I/O: bytes in → messages out, sends → bytes out.
 
@@ -116,7 +192,9 @@ class Session:
     """
 
     __slots__ = (
+        "_abnormal",
         "_decoder",
+        "_deferred",
         "_next_ping",
         "_parts",
         "_ping_interval",
@@ -136,10 +214,22 @@ class Session:
         now: float = 0.0,
     ) -> None:
         # The handshake was done by our HTTP engine, so the protocol starts OPEN.
-        protocol = ServerProtocol(state=OPEN, max_size=max_message_size, logger=_FRAME_LOG)
+        wire_limit = max_message_size
         if extensions:
-            protocol.extensions = list(extensions)
+            extensions = list(extensions)
+            for i, extension in enumerate(extensions):
+                if isinstance(extension, PerMessageDeflate):
+                    slack = _deflate_slack(max_message_size)
+                    extensions[i] = _BoundedInflate(extension, slack)
+                    wire_limit = max_message_size + slack
+        protocol = ServerProtocol(state=OPEN, max_size=wire_limit, logger=_FRAME_LOG)
+        if extensions:
+            protocol.extensions = extensions
         self.protocol = protocol
+        #: What a failure found in the same read as complete messages produced
+        #: (its close frame, then EOF): held back until :meth:`release`.
+        self._deferred: list[bytes] | None = None
+        self._abnormal = False  # our close frame never reached the socket
         self._parts: list[bytes] = []
         self._text = False
         self._decoder: codecs.IncrementalDecoder | None = None
@@ -157,10 +247,69 @@ class Session:
         protocol = self.protocol
         if protocol.reader.eof:
             return []
+        was_open = protocol.state is OPEN
         protocol.receive_data(data)
         frames = protocol.events_received()
+        if was_open and protocol.parser_exc is not None:
+            self._close_mid_message()
         if not frames:
             return []
+        out = self._messages(frames)
+        if out and was_open and protocol.state is not OPEN:
+            # The read held complete messages and then an invalid frame (or a
+            # close): the messages are delivered and answered first, then the
+            # close frame goes out (RFC 6455 §5.5.1 allows data before it).
+            self._deferred = protocol.data_to_send()
+        return out
+
+    def _close_mid_message(self) -> None:
+        """A close frame in the middle of a fragmented message ends the connection
+        normally (RFC 6455 §5.4 allows control frames between fragments; the
+        unfinished message is dropped). websockets fails it with 1002 instead:
+        its close frame is replaced by the echo of the peer's."""
+        protocol = self.protocol
+        received = protocol.close_rcvd
+        if (
+            received is None
+            or not isinstance(protocol.parser_exc, WsProtocolError)
+            or str(protocol.parser_exc) != "incomplete fragmented message"
+        ):
+            return
+        if self._replace_close(received):
+            protocol.close_rcvd = received
+            protocol.close_rcvd_then_sent = True
+            self._parts = []
+
+    def _replace_close(self, close: Close) -> bool:
+        """Replace the close frame the protocol queued in this read (then EOF) by
+        ``close``: the frames are parsed a whole read at a time, so the library
+        may have failed on a *later* frame than the one the session refuses."""
+        protocol = self.protocol
+        writes = protocol.writes
+        if len(writes) < 2 or writes[-1] != b"" or writes[-2][:1] != b"\x88":
+            return False
+        # An empty close frame parses as 1005, which must not be sent: echo it empty.
+        payload = b"" if close.code == _NO_STATUS else close.serialize()
+        writes[-2] = Frame(CLOSE, payload).serialize(mask=False, extensions=protocol.extensions)
+        protocol.close_sent = close
+        protocol.close_rcvd = None
+        protocol.close_rcvd_then_sent = None
+        return True
+
+    @property
+    def deferred(self) -> bool:
+        """A failure waits for the messages before it to be handled (see :meth:`release`)."""
+        return self._deferred is not None
+
+    def release(self) -> None:
+        """The messages delivered with a deferred failure have been handled: the
+        failure's close frame and EOF now follow whatever the callbacks sent."""
+        deferred = self._deferred
+        if deferred is not None:
+            self._deferred = None
+            self.protocol.writes.extend(deferred)
+
+    def _messages(self, frames: list[Any]) -> list[str | bytes]:
         out: list[str | bytes] = []
         for frame in frames:
             if not isinstance(frame, Frame):  # pragma: no cover - only frames once OPEN
@@ -209,7 +358,11 @@ class Session:
 
     def _fail_utf8(self) -> None:
         self._parts = []
-        self.protocol.fail(_INVALID_DATA, "invalid UTF-8 in text message")
+        reason = "invalid UTF-8 in text message"
+        if self.protocol.state is OPEN:
+            self.protocol.fail(_INVALID_DATA, reason)
+        else:  # a later frame of the same read failed or closed: this error came first
+            self._replace_close(Close(_INVALID_DATA, reason))
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection."""
@@ -219,24 +372,33 @@ class Session:
 
     @property
     def is_open(self) -> bool:
-        return self.protocol.state is OPEN
+        return self.protocol.state is OPEN or self._deferred is not None
 
     def send_text(self, text: str) -> bool:
-        if self.protocol.state is not OPEN:
+        if self.protocol.state is OPEN:
+            self.protocol.send_text(text.encode("utf-8"))
+        elif self._deferred is not None:  # answering messages before a deferred failure
+            self.protocol.send_frame(Frame(TEXT, text.encode("utf-8")))
+        else:
             return False
-        self.protocol.send_text(text.encode("utf-8"))
         return True
 
     def send_binary(self, data: bytes) -> bool:
-        if self.protocol.state is not OPEN:
+        if self.protocol.state is OPEN:
+            self.protocol.send_binary(data)
+        elif self._deferred is not None:
+            self.protocol.send_frame(Frame(BINARY, data))
+        else:
             return False
-        self.protocol.send_binary(data)
         return True
 
     def ping(self, payload: bytes = b"") -> bool:
-        if self.protocol.state is not OPEN:
+        if self.protocol.state is OPEN:
+            self.protocol.send_ping(payload)
+        elif self._deferred is not None:
+            self.protocol.send_frame(Frame(PING, payload))
+        else:
             return False
-        self.protocol.send_ping(payload)
         return True
 
     def close(self, code: int = 1000, reason: str = "") -> bool:
@@ -274,11 +436,19 @@ class Session:
     def finished(self) -> bool:
         """The WebSocket is over for the application (``on_close`` is due)."""
         protocol = self.protocol
-        return protocol.eof_sent or protocol.state is CLOSED
+        return (protocol.eof_sent or protocol.state is CLOSED) and self._deferred is None
+
+    def lost_close_frame(self) -> None:
+        """The connection is cut before our close frame could be written: ``on_close``
+        reports 1006, not a code the peer never saw."""
+        if self.protocol.close_rcvd is None:
+            self._abnormal = True
 
     def close_info(self) -> tuple[int, str]:
         """``(code, reason)`` for ``on_close`` (see the module docstring)."""
         protocol = self.protocol
+        if self._abnormal:
+            return _ABNORMAL, ""
         if protocol.close_rcvd is not None:
             return int(protocol.close_rcvd.code), protocol.close_rcvd.reason
         if protocol.close_sent is not None:
@@ -340,7 +510,7 @@ class WebSocket:
     """
 
     __slots__ = ("_driver", "assigns", "client", "headers", "params", "path", "query",
-                 "query_string", "server", "state")
+                 "query_string", "server", "state", "subprotocol")
 
     def __init__(
         self,
@@ -355,10 +525,13 @@ class WebSocket:
         assigns: dict[str, Any],
         server: Server | None = None,
         state: State | None = None,
+        subprotocol: str | None = None,
     ) -> None:
         self._driver = driver
         self.server = server
         self.state = state
+        #: The negotiated ``Sec-WebSocket-Protocol``, or None.
+        self.subprotocol = subprotocol
         self.path = path
         self.query_string = query_string
         self.query = query
@@ -496,12 +669,14 @@ class Upgrade:
         "request_query",
         "server",
         "state",
+        "subprotocol",
     )
 
     def __init__(self, endpoint: WebSocketEndpoint, ctx: Context,
-                 extensions: list[Extension]) -> None:
+                 extensions: list[Extension], subprotocol: str | None = None) -> None:
         self.endpoint = endpoint
         self.extensions = extensions
+        self.subprotocol = subprotocol
         request = ctx.request
         self.request_path = request.path
         self.request_query = request.query_string
@@ -535,6 +710,7 @@ class Upgrade:
             assigns=self.assigns,
             server=self.server,
             state=self.state,
+            subprotocol=self.subprotocol,
         )
 
 
@@ -546,7 +722,8 @@ class WebSocketEndpoint:
     class is instantiated with no arguments). Each may be plain or ``async def``.
     """
 
-    __slots__ = ("compression", "on_close", "on_message", "on_open")
+    __slots__ = ("allowed_origins", "compression", "on_close", "on_message", "on_open",
+                 "subprotocols")
 
     def __init__(
         self,
@@ -556,7 +733,22 @@ class WebSocketEndpoint:
         on_message: MessageCallback | None = None,
         on_close: CloseCallback | None = None,
         compression: bool = True,
+        subprotocols: Sequence[str] = (),
+        allowed_origins: Sequence[str] | None = None,
     ) -> None:
+        if isinstance(subprotocols, str) or not all(
+            isinstance(p, str) and _TOKEN.fullmatch(p) for p in subprotocols
+        ):
+            raise ValueError(f"subprotocols must be a list of tokens, got {subprotocols!r}")
+        if allowed_origins is not None and (
+            isinstance(allowed_origins, str)
+            or not all(isinstance(o, str) for o in allowed_origins)
+        ):
+            raise ValueError(f"allowed_origins must be a list of origins, got {allowed_origins!r}")
+        self.subprotocols = tuple(subprotocols)
+        self.allowed_origins = (
+            None if allowed_origins is None else frozenset(o.lower() for o in allowed_origins)
+        )
         if isinstance(handler, type):
             handler = handler()
         self.on_open: OpenCallback | None = _callback(handler, on_open, "on_open")
@@ -575,6 +767,7 @@ class WebSocketEndpoint:
                 if self.compression
                 else (None, [])
             )
+            self._check_origin(request.headers)
         except _BadUpgrade as exc:
             if exc.status == 426:
                 ctx.set_header("Sec-WebSocket-Version", WS_VERSION)
@@ -587,9 +780,32 @@ class WebSocketEndpoint:
         ]
         if ext_header is not None:
             headers.append(("Sec-WebSocket-Extensions", ext_header))
+        subprotocol = self._select_subprotocol(request.headers)
+        if subprotocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", subprotocol))
         response = Response(101, headers)
-        response.upgrade = Upgrade(self, ctx, extensions)
+        response.upgrade = Upgrade(self, ctx, extensions, subprotocol)
         ctx.set_response(response)
+
+    def _check_origin(self, headers: Headers) -> None:
+        allowed = self.allowed_origins
+        if allowed is None:
+            return
+        origins = headers.get_all("origin")
+        if not origins:
+            return  # not a browser: no ambient credentials to hijack
+        if len(origins) > 1 or origins[0].strip().lower() not in allowed:
+            raise _BadUpgrade(403, "origin not allowed")
+
+    def _select_subprotocol(self, headers: Headers) -> str | None:
+        """The first of the route's subprotocols the client offers (RFC 6455 §4.2.2)."""
+        if not self.subprotocols:
+            return None
+        offered = {t.strip() for v in headers.get_all("sec-websocket-protocol") for t in v.split(",")}
+        for subprotocol in self.subprotocols:
+            if subprotocol in offered:
+                return subprotocol
+        return None
 
     def __repr__(self) -> str:
         return f"<WebSocketEndpoint on_message={self.on_message!r}>"

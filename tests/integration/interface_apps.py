@@ -22,6 +22,22 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+#: Methods the twins know; like the Router, another token method is a 501 where no
+#: route has it and a 405 (with Allow) where the path exists.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+PATHS = frozenset({"/", "/echo", "/header", "/boom", "/stream", "/slow"})
+
+
+def _unknown_method(method: str, path: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """``(status, headers)`` for a method the twins do not implement, else None."""
+    if method in KNOWN_METHODS:
+        return None
+    if path in PATHS or (path.startswith("/users/") and path.count("/") == 2):
+        allow = "POST" if path == "/echo" else "GET, HEAD"
+        return "405 Method Not Allowed", [("Allow", allow)]
+    return "501 Not Implemented", []
+
+
 def _query(raw: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw).items()}
 
@@ -49,7 +65,12 @@ async def asgi_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
                     "headers": [(b"content-type", content_type.encode()), *(extra or [])]})
         await send({"type": "http.response.body", "body": body})
 
-    if path == "/" and method in ("GET", "HEAD"):
+    refused = _unknown_method(method, path)
+    if refused is not None:
+        status, extra = refused
+        await answer(int(status[:3]), status.encode() + b"\n",
+                     extra=[(k.lower().encode(), v.encode()) for k, v in extra])
+    elif path == "/" and method in ("GET", "HEAD"):
         await answer(200, HELLO.encode())
     elif path == "/echo" and method == "POST":
         parts = []
@@ -101,6 +122,9 @@ def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any
         start_response(status, [("Content-Type", content_type), *(extra or [])])
         return [body]
 
+    refused = _unknown_method(method, path)
+    if refused is not None:
+        return answer(refused[0], refused[0].encode() + b"\n", extra=refused[1])
     if path == "/" and method in ("GET", "HEAD"):
         return answer("200 OK", HELLO.encode())
     if path == "/echo" and method == "POST":

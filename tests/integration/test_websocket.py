@@ -406,8 +406,11 @@ def test_heartbeat_keeps_an_answering_peer(serve):
 
 
 def test_peer_that_stops_reading_is_cut_off(serve):
+    """The flood's sender waits while the peer is behind; after write_timeout_ms
+    without progress the peer is cut. Its socket takes nothing, so no close frame
+    gets out and on_close says 1006 (not the 1008 that was never sent)."""
     events = Events()
-    running = serve(make_app(events), ws_write_buffer_high=256 * 1024)
+    running = serve(make_app(events), ws_write_buffer_high=256 * 1024, write_timeout_ms=500)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.settimeout(SOCKET_TIMEOUT_S)

@@ -162,3 +162,64 @@ def test_context_peer_certificate_accessors():
     ctx = _context_with({"tls_peer_cert": cert})
     assert ctx.tls_peer_cert is cert
     assert ctx.tls_peer_subject == {"organizationName": "Example", "commonName": "alice"}
+
+
+def _offered_tls12_ciphers(context: ssl.SSLContext) -> set[str]:
+    return {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
+
+
+def test_intermediate_profile_is_the_default(files):
+    context = build_context(_config(files))
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    offered = _offered_tls12_ciphers(context)
+    assert offered and all("GCM" in name or "CHACHA20" in name for name in offered)
+    assert not context.options & ssl.OP_CIPHER_SERVER_PREFERENCE
+
+
+def test_modern_profile_is_tls13_only(files):
+    context = build_context(_config(files, profile="modern"))
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+def test_unknown_profile_names_the_field(files):
+    with pytest.raises(ConfigError) as info:
+        _config(files, profile="old")
+    assert str(info.value).startswith("tls.profile: must be one of intermediate, modern")
+
+
+def test_groups_are_limited_to_the_profile(files):
+    """A TLS 1.3 client offering only a group the profiles leave out (P-521) fails;
+    one offering X25519 succeeds (checked on a memory BIO, no sockets)."""
+    server = build_context(_config(files))
+
+    def handshake(groups_curve: str | None) -> bool:
+        client = ssl.create_default_context(cafile=str(files["ca"]))
+        if groups_curve is not None:
+            client.set_ecdh_curve(groups_curve)
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        c = client.wrap_bio(c_in, c_out, server_hostname="localhost")
+        s = server.wrap_bio(s_in, s_out, server_side=True)
+        for _ in range(10):
+            for side in (c, s):
+                try:
+                    side.do_handshake()
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                except ssl.SSLError:
+                    return False
+            s_in.write(c_out.read())
+            c_in.write(s_out.read())
+            if c.cipher() is not None and s.cipher() is not None:
+                try:
+                    c.do_handshake()
+                    s.do_handshake()
+                    return True
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    continue
+                except ssl.SSLError:
+                    return False
+        return False
+
+    assert handshake(None)
+    assert handshake("prime256v1")
+    assert not handshake("secp521r1")

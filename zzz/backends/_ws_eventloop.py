@@ -14,9 +14,14 @@ nothing for WebSocket support. Everything runs on the connection's loop:
 * Heartbeat: one timer per connection, re-armed only when it fires: a ping every
   ``ws_ping_interval_ms``; no pong within ``ws_ping_timeout_ms`` → close frame
   1011, our end of TCP closed, ``on_close(1011)``.
-* Backpressure: when the transport holds more than ``ws_write_buffer_high``
-  unsent bytes the peer is not reading: the connection is aborted
-  (``on_close(1006)``).
+* Back-pressure (the policy is in :mod:`zzz.websocket`): the transport's
+  high-water mark is ``ws_write_buffer_high``. Between ``pause_writing`` and
+  ``resume_writing`` the peer is behind: reading pauses too (a peer that does
+  not read our answers gets no more callbacks run for it), sends from other
+  threads wait for ``resume_writing``, sends on the loop thread queue at most
+  :data:`~zzz.websocket.MAX_MESSAGES_BEHIND` messages, and a timer checks every
+  ``write_timeout_ms`` that the backlog drained some: if not, the peer gets a
+  1008 close frame where the socket still takes it and the connection is cut.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.websocket import (
     CLOSE_TIMEOUT_S,
+    MAX_MESSAGES_BEHIND,
+    STALLED_CODE,
+    STALLED_REASON,
     Session,
     Upgrade,
     WebSocketEndpoint,
@@ -51,6 +59,8 @@ SHUTDOWN_REASON = "server shutting down"
 CALLBACK_ERROR_CODE = 1011
 
 _Call = tuple[str, Callable[..., Any], tuple[Any, ...]]
+#: Sends that add a message to the backlog (and so wait or count while the peer is behind).
+_DATA_SENDS = (Session.send_text, Session.send_binary)
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -65,6 +75,18 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = transport
         config = state.backend.config
         self._high = config.ws_write_buffer_high
+        self._write_timeout = config.write_timeout_ms / 1000.0
+        transport.set_write_buffer_limits(high=self._high)
+        #: Between pause_writing and resume_writing: the peer is behind.
+        self._write_paused = False
+        #: Loop-thread messages queued while behind (bounded by MAX_MESSAGES_BEHIND).
+        self._behind = 0
+        #: Other threads' sends wait on this while the peer is behind.
+        self._drained = threading.Condition()
+        self._stall_timer: asyncio.TimerHandle | None = None
+        #: Backlog size at the last stall check, and bytes written since.
+        self._stall_backlog = 0
+        self._written = 0
         self.session = upgrade.session(config, self._loop.time())
         self.endpoint: WebSocketEndpoint = upgrade.endpoint
         self.ws = upgrade.websocket(self)
@@ -79,8 +101,6 @@ class WebSocketProtocol(asyncio.Protocol):
         #: Bytes other threads handed to the loop that are not written yet.
         self._queued = 0
         self._queue_lock = threading.Lock()
-        #: Set when other threads queued too much: the connection is being aborted.
-        self._cut = False
 
     def start(self, first: bytes) -> None:
         """Run ``on_open``, arm the heartbeat and process bytes that came with the head."""
@@ -98,45 +118,57 @@ class WebSocketProtocol(asyncio.Protocol):
     def perform(self, action: Callable[..., bool], *args: Any) -> bool:
         if threading.get_ident() == self._thread:
             return self._perform(action, args)
-        if self._lost or self._cut:
+        if self._lost:
             return False
-        # Bytes handed over but not yet written count against the high-water mark
-        # too: a thread producing faster than the loop writes must not queue
-        # without bound either.
+        # Bytes handed over but not yet written count as backlog too: a thread
+        # producing faster than the loop writes waits like one whose peer is behind.
         size = len(args[0]) if args and isinstance(args[0], bytes | str) else 0
+        if action in _DATA_SENDS and not self._wait_drained():
+            return False
         with self._queue_lock:
-            if self._queued + size > self._high:
-                self._cut = True
-            else:
-                self._queued += size
+            self._queued += size
         try:
-            if self._cut:
-                self._loop.call_soon_threadsafe(self._overflow)
-                return False
             self._loop.call_soon_threadsafe(self._perform_queued, action, args, size)
         except RuntimeError:  # the loop is closed
             return False
         return True
 
+    def _behind_now(self) -> bool:
+        return self._write_paused or self._queued > self._high
+
+    def _wait_drained(self) -> bool:
+        """Another thread's send while the peer is behind: wait for it to catch up
+        (bounded by ``write_timeout_ms``; the stall timer cuts a peer stuck that long)."""
+        if not self._behind_now():
+            return True
+        with self._drained:
+            self._drained.wait_for(lambda: self._lost or not self._behind_now(),
+                                   self._write_timeout)
+        return not (self._lost or self._behind_now())
+
     def _perform_queued(self, action: Callable[..., bool], args: tuple[Any, ...],
                         size: int) -> None:
         with self._queue_lock:
             self._queued -= size
+        if size and self._queued <= self._high:
+            self._wake_senders()
         self._perform(action, args)
 
-    def _overflow(self) -> None:
-        log.info("WebSocket %s: more than %d bytes queued by other threads: closed",
-                 self.ws, self._high)
-        if self.transport is not None:
-            self.transport.abort()
+    def _wake_senders(self) -> None:
+        with self._drained:
+            self._drained.notify_all()
 
     def is_open(self) -> bool:
-        return not (self._lost or self._cut) and self.session.is_open
+        return not self._lost and self.session.is_open
 
     def _perform(self, action: Callable[..., bool], args: tuple[Any, ...]) -> bool:
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
+        if self._write_paused and action in _DATA_SENDS:
+            if self._behind >= MAX_MESSAGES_BEHIND:
+                return False  # the loop thread cannot wait: bounded queue, then refuse
+            self._behind += 1
         done = action(self.session, *args)
         if done:
             self._flush()
@@ -153,6 +185,13 @@ class WebSocketProtocol(asyncio.Protocol):
             ws = self.ws
             for message in messages:
                 self._dispatch("on_message", on_message, (ws, message))
+        if self.session.deferred:  # a failure in the same read waits for these messages
+            self._dispatch("release", self._release_deferred, ())
+        self._after_io()
+
+    def _release_deferred(self) -> None:
+        self.session.release()
+        self._flush()
         self._after_io()
 
     def eof_received(self) -> bool | None:
@@ -165,17 +204,53 @@ class WebSocketProtocol(asyncio.Protocol):
         self._lost = True
         self.transport = None
         self._state.connections.discard(self._owner)
-        for timer in (self._heartbeat, self._close_timer):
+        for timer in (self._heartbeat, self._close_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        self._heartbeat = self._close_timer = None
+        self._heartbeat = self._close_timer = self._stall_timer = None
+        self._wake_senders()
         self._notify_close()
 
     def pause_writing(self) -> None:
-        """Nothing to pause: sends are bounded by ``ws_write_buffer_high`` instead."""
+        """The peer is behind: stop reading, hold senders, watch for a stall."""
+        self._write_paused = True
+        self._set_reading()
+        if self._stall_timer is None and self.transport is not None:
+            self._stall_backlog = self.transport.get_write_buffer_size()
+            self._written = 0
+            self._stall_timer = self._loop.call_later(self._write_timeout, self._check_stall)
 
     def resume_writing(self) -> None:
-        """See :meth:`pause_writing`."""
+        self._write_paused = False
+        self._behind = 0
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._set_reading()
+        self._wake_senders()
+
+    def _check_stall(self) -> None:
+        """Every ``write_timeout_ms`` while behind: some of the backlog must have gone."""
+        self._stall_timer = None
+        transport = self.transport
+        if transport is None or not self._write_paused:
+            return
+        backlog = transport.get_write_buffer_size()
+        if backlog < self._stall_backlog + self._written:  # the peer took something
+            self._stall_backlog = backlog
+            self._written = 0
+            self._stall_timer = self._loop.call_later(self._write_timeout, self._check_stall)
+            return
+        log.info("WebSocket %s stopped reading (%d bytes unsent for %.1f s): closing (%d)",
+                 self.ws, backlog, self._write_timeout, STALLED_CODE)
+        session = self.session
+        session.fail(STALLED_CODE, STALLED_REASON)
+        data, _ = session.data_to_send()
+        if data:
+            transport.write(data)
+        if transport.get_write_buffer_size():
+            session.lost_close_frame()  # queued behind what the peer never took
+        transport.abort()
 
     # ------------------------------------------------------------------ writing, closing
 
@@ -185,12 +260,8 @@ class WebSocketProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if data:
+            self._written += len(data)
             transport.write(data)
-            if transport.get_write_buffer_size() > self._high:
-                log.info("WebSocket %s stopped reading (%d bytes unsent): closed",
-                         self.ws, transport.get_write_buffer_size())
-                transport.abort()
-                return
         if eof:
             if transport.can_write_eof():
                 transport.write_eof()
@@ -243,12 +314,22 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         self._backlog.append((name, fn, args))
         if self._running or self._task is not None:
-            if (len(self._backlog) > MAX_QUEUED_CALLBACKS and not self._reading_paused
-                    and self.transport is not None):
-                self._reading_paused = True
-                self.transport.pause_reading()
+            if len(self._backlog) > MAX_QUEUED_CALLBACKS and not self._reading_paused:
+                self._set_reading()
             return
         self._run_backlog()
+
+    def _set_reading(self) -> None:
+        """Read only while the peer keeps up with our writes and the callbacks keep up
+        with its messages."""
+        pause = self._write_paused or len(self._backlog) > MAX_QUEUED_CALLBACKS
+        transport = self.transport
+        if pause != self._reading_paused and transport is not None and not transport.is_closing():
+            self._reading_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def _run_backlog(self) -> None:
         self._running = True
@@ -266,9 +347,8 @@ class WebSocketProtocol(asyncio.Protocol):
                     return
         finally:
             self._running = False
-        if self._reading_paused and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        if self._reading_paused:
+            self._set_reading()
 
     async def _await(self, name: str, awaitable: Awaitable[Any]) -> None:
         try:

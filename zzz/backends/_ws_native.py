@@ -11,8 +11,12 @@ delivered in order, while different connections run in parallel.
 * Sending (any thread): a per-connection lock guards the session and the
   socket. Writes never block: what the kernel does not take waits in the
   connection's buffer and a service thread finishes it when the socket becomes
-  writable (epoll ``EPOLLOUT``). A peer whose unsent data exceeds
-  ``ws_write_buffer_high`` is cut off (``on_close`` gets 1006).
+  writable (epoll ``EPOLLOUT``). Back-pressure follows the policy in
+  :mod:`zzz.websocket`: while more than ``ws_write_buffer_high`` bytes wait, a
+  send waits (on the link's ``drained`` condition, which the service thread
+  signals) — except on the service thread itself, which queues a bounded
+  number of messages; a backlog with no progress for ``write_timeout_ms`` is
+  a peer that stopped reading: 1008 where possible, then the cut.
 * The service thread (``zzz-ws``, started with the first WebSocket) also runs
   the heartbeat — built in here too, with the same ``ws_ping_interval_ms`` /
   ``ws_ping_timeout_ms`` as the event loop — and the close timeouts.
@@ -39,6 +43,9 @@ from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.websocket import (
     CLOSE_TIMEOUT_S,
+    MAX_MESSAGES_BEHIND,
+    STALLED_CODE,
+    STALLED_REASON,
     Session,
     Upgrade,
     WebSocket,
@@ -62,6 +69,8 @@ SHUTDOWN_REASON = "server shutting down"
 CALLBACK_ERROR_CODE = 1011
 
 _EAGAIN = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
+#: Sends that add a message to the backlog (and so wait while the peer is behind).
+_DATA_SENDS = (Session.send_text, Session.send_binary)
 
 
 class NativeLink:
@@ -71,8 +80,9 @@ class NativeLink:
     ``lock``; ``notified`` is only touched by the owning worker.
     """
 
-    __slots__ = ("broken", "conn", "deadline", "endpoint", "eof_done", "eof_wanted", "finished",
-                 "lock", "manager", "notified", "pending", "session", "write_registered", "ws")
+    __slots__ = ("behind", "broken", "conn", "deadline", "drained", "endpoint", "eof_done",
+                 "eof_wanted", "finished", "lock", "manager", "notified", "pending",
+                 "progress_at", "session", "write_registered", "ws")
 
     def __init__(self, manager: NativeWebSockets, conn: Conn, session: Session,
                  endpoint: WebSocketEndpoint) -> None:
@@ -81,9 +91,15 @@ class NativeLink:
         self.session = session
         self.endpoint = endpoint
         self.lock = threading.RLock()
+        #: Signalled when the backlog drains below the mark or the link ends.
+        self.drained = threading.Condition(self.lock)
         self.ws: WebSocket | None = None
         #: Bytes the kernel has not taken yet.
         self.pending = bytearray()
+        #: When the kernel last took bytes of ``pending`` (or it became non-empty).
+        self.progress_at = 0.0
+        #: Messages queued without waiting while the peer was behind.
+        self.behind = 0
         #: The session finished our side: half-close once ``pending`` is out.
         self.eof_wanted = False
         self.eof_done = False
@@ -104,6 +120,9 @@ class NativeLink:
         with self.lock:
             if self.finished or self.broken:
                 return False
+            if (action in _DATA_SENDS and len(self.pending) > self.manager.write_buffer_high
+                    and not self._wait_drained_locked()):
+                return False
             done = action(self.session, *args)
             if done:
                 self.flush_locked()
@@ -111,6 +130,24 @@ class NativeLink:
 
     def is_open(self) -> bool:
         return not (self.finished or self.broken) and self.session.is_open
+
+    def _wait_drained_locked(self) -> bool:
+        """The peer is behind: wait (bounded by ``write_timeout_ms``; the sweep cuts
+        a peer stalled that long) for the backlog to drain, or, on the service
+        thread, which must not block, queue up to :data:`MAX_MESSAGES_BEHIND`."""
+        manager = self.manager
+        if threading.current_thread() is manager.service_thread:
+            if self.behind >= MAX_MESSAGES_BEHIND:
+                return False
+            self.behind += 1
+            return True
+        deadline = time.monotonic() + manager.write_timeout
+        while len(self.pending) > manager.write_buffer_high:
+            remaining = deadline - time.monotonic()
+            if self.finished or self.broken or remaining <= 0:
+                return False
+            self.drained.wait(remaining)
+        return not (self.finished or self.broken)
 
     # ------------------------------------------------------------------ writing
 
@@ -126,10 +163,11 @@ class NativeLink:
                 sent = self._send_some(data)
                 if sent < len(data):
                     self.pending += memoryview(data)[sent:]
+                    self.progress_at = time.monotonic()
         self.write_locked()
 
     def write_locked(self) -> None:
-        """Push ``pending`` without blocking; arm the writer or cut a peer that lags."""
+        """Push ``pending`` without blocking; arm the writer while some is left."""
         if self.broken:
             return
         pending = self.pending
@@ -137,15 +175,14 @@ class NativeLink:
             sent = self._send_some(pending)
             if sent:
                 del pending[:sent]
+                self.progress_at = time.monotonic()
+                if len(pending) <= self.manager.write_buffer_high:
+                    self.behind = 0
+                    self.drained.notify_all()
             if self.broken:
                 return
             if pending:
-                if len(pending) > self.manager.write_buffer_high:
-                    log.info("WebSocket %s stopped reading (%d bytes unsent): closed",
-                             self.ws, len(pending))
-                    self.kill_locked()
-                else:
-                    self.manager.want_write(self)
+                self.manager.want_write(self)
                 return
         if self.eof_wanted and not self.eof_done:
             self.eof_done = True
@@ -177,7 +214,22 @@ class NativeLink:
             return
         self.broken = True
         self.pending = bytearray()
+        self.drained.notify_all()
         self._shutdown(socket.SHUT_RDWR)
+
+    def stall_locked(self, stalled_s: float) -> None:
+        """The peer took nothing for ``write_timeout_ms``: a 1008 close frame if
+        the socket still takes it (behind what is queued), then the cut."""
+        log.info("WebSocket %s stopped reading (%d bytes unsent for %.1f s): closing (%d)",
+                 self.ws, len(self.pending), stalled_s, STALLED_CODE)
+        self.session.fail(STALLED_CODE, STALLED_REASON)
+        data, _ = self.session.data_to_send()
+        self.pending += data
+        sent = self._send_some(self.pending)
+        del self.pending[:sent]
+        if self.pending:
+            self.session.lost_close_frame()
+        self.kill_locked()
 
     def _shutdown(self, how: int) -> None:
         # socket.socket.shutdown, not SSLSocket.shutdown: the latter drops the TLS
@@ -194,8 +246,9 @@ class NativeWebSockets:
         config = backend.config
         self.config = config
         self.write_buffer_high = config.ws_write_buffer_high
+        self.write_timeout = config.write_timeout_ms / 1000.0
         self.shutting_down = False
-        shortest = CLOSE_TIMEOUT_S
+        shortest = min(CLOSE_TIMEOUT_S, self.write_timeout)
         if config.ws_ping_interval_ms > 0:
             shortest = min(shortest, config.ws_ping_interval_ms / 1000.0,
                            config.ws_ping_timeout_ms / 1000.0)
@@ -266,6 +319,10 @@ class NativeWebSockets:
                     link.deadline = time.monotonic() + CLOSE_TIMEOUT_S
             for message in messages:
                 self._call(link, "on_message", endpoint.on_message, ws, message)
+            if session.deferred:  # a failure in the same read waited for these messages
+                with link.lock:
+                    session.release()
+                    link.flush_locked()
             if not data:
                 self._finish(link)
                 return
@@ -301,6 +358,7 @@ class NativeWebSockets:
         with link.lock:
             link.finished = True
             link.pending = bytearray()
+            link.drained.notify_all()
             self._unwatch_locked(link)
         with self._lock:
             self._links.discard(link)
@@ -332,6 +390,7 @@ class NativeWebSockets:
         for link in links:
             with link.lock:
                 link.finished = True
+                link.drained.notify_all()
             if not link.notified:
                 self._notify_close(link)
         if self._epoll is not None:
@@ -341,6 +400,10 @@ class NativeWebSockets:
                 sock.close()
 
     # ------------------------------------------------------------------ service thread
+
+    @property
+    def service_thread(self) -> threading.Thread | None:
+        return self._thread
 
     def _register(self, link: NativeLink) -> None:
         with self._lock:
@@ -423,12 +486,16 @@ class NativeWebSockets:
                 next_sweep = now + self.sweep_interval
 
     def _sweep(self, now: float) -> None:
-        """Heartbeat pings, pong timeouts (1011) and close-handshake timeouts."""
+        """Stalled peers (1008), heartbeat pings, pong timeouts (1011) and
+        close-handshake timeouts."""
         with self._lock:
             links = list(self._links)
         for link in links:
             with link.lock:
                 if link.finished or link.broken:
+                    continue
+                if link.pending and now - link.progress_at >= self.write_timeout:
+                    link.stall_locked(now - link.progress_at)
                     continue
                 session = link.session
                 if session.closing:

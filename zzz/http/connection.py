@@ -54,6 +54,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from zzz.http.chunked import parse_size_line
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
@@ -67,6 +68,9 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SERVER_HEADER = b"Server: zzz\r\n"
 #: Longest method token answered with 501; a longer unknown token is garbage (400).
 MAX_METHOD_LENGTH = 32
+#: Stands in for a method llhttp does not know while it parses the rest (any
+#: method but CONNECT means the same to llhttp's request parsing).
+_PLACEHOLDER_METHOD = b"GET"
 #: End of a streamed chunked body.
 LAST_CHUNK = b"0\r\n\r\n"
 #: Ends every head and every chunked body (RFC 9112 §2.1, §7.1).
@@ -75,9 +79,7 @@ _BLANK_LINE = b"\r\n\r\n"
 _TCHARS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _TOKEN = re.compile(rb"[" + _TCHARS + rb"]+")
 _TOKEN_PREFIX = re.compile(rb"[" + _TCHARS + rb"]*")
-_HEX = re.compile(rb"[0-9A-Fa-f]+")
-#: Bytes of a chunk-size line kept to read the size from (llhttp refuses more digits).
-_SIZE_PREFIX_BYTES = 20
+
 _VERSION = re.compile(rb"HTTP/\d\.\d")
 #: A response field name must be a token (a value must not contain CR, LF or NUL:
 #: they would let a handler that echoes client input split the response).
@@ -203,7 +205,8 @@ def date_header() -> bytes:
 def _classify_method(line: bytes) -> ProtocolError | None:
     """The status for a request whose method llhttp refused, or ``None`` while the
     bytes that decide it have not arrived yet: a well-formed token followed by a
-    space is a method we do not implement (501), anything else is garbage (400)."""
+    space is an extension method (501 here, which the engine turns into a replay:
+    see ``_replay_extension_method``), anything else is garbage (400)."""
     token = _TOKEN_PREFIX.match(line)
     end = token.end() if token else 0
     if end == len(line) and end <= MAX_METHOD_LENGTH:
@@ -211,6 +214,13 @@ def _classify_method(line: bytes) -> ProtocolError | None:
     if 0 < end <= MAX_METHOD_LENGTH and line[end] == 0x20:
         return ProtocolError(501, "method not implemented")
     return ProtocolError(400, "invalid method")
+
+
+def _refused_method(exc: Exception) -> bool:
+    """llhttp refused a method it knows from RTSP (``DESCRIBE``, ``PLAY``...) only when
+    it reached the version: an extension method too. (``PRI`` stays refused: llhttp
+    only fails it after the request line, where the head is past replaying.)"""
+    return str(exc).startswith("Invalid method for")
 
 
 def _classify_version(line: bytes) -> ProtocolError:
@@ -227,6 +237,37 @@ def _classify_version(line: bytes) -> ProtocolError:
     if _VERSION.fullmatch(version):
         return ProtocolError(505, "HTTP version not supported")
     return ProtocolError(400, "invalid HTTP version")
+
+
+#: Fields RFC 9110 §6.5.1 forbids in trailers: framing, routing, request modifiers
+#: (controls, conditionals, range), authentication and cookies, response control
+#: data, and how to process the content. A trailer holding one is refused (400)
+#: rather than ignored: a proxy or application that merged it would be fooled.
+FORBIDDEN_TRAILERS = frozenset(
+    {
+        b"transfer-encoding", b"content-length", b"host", b"connection", b"keep-alive",
+        b"upgrade", b"proxy-connection", b"te", b"trailer", b"expect", b"max-forwards",
+        b"cache-control", b"pragma", b"range", b"if-match", b"if-none-match",
+        b"if-modified-since", b"if-unmodified-since", b"if-range", b"authorization",
+        b"proxy-authorization", b"www-authenticate", b"proxy-authenticate", b"cookie",
+        b"set-cookie", b"content-encoding", b"content-type", b"content-range", b"age",
+        b"expires", b"date", b"location", b"retry-after", b"vary",
+    }
+)  # fmt: skip
+
+
+def _check_trailer(name: bytes) -> None:
+    if name.lower() in FORBIDDEN_TRAILERS:
+        raise ProtocolError(400, f"{name.decode('latin-1')} is not allowed in a trailer")
+
+
+def _check_singleton(name: bytes, fields: list[tuple[str, str]]) -> None:
+    """A second ``Content-Type`` (RFC 9110 §8.3 allows one) makes the content's
+    meaning ambiguous, like a second ``Host``: 400."""
+    if name.lower() == b"content-type" and any(
+        len(field) == 12 and field.lower() == "content-type" for field, _ in fields
+    ):
+        raise ProtocolError(400, "more than one Content-Type header")
 
 
 #: Response field names already checked to be tokens, with their lower-case form.
@@ -281,6 +322,7 @@ class HTTPConnection:
         "_dead",
         "_events",
         "_expect",
+        "_ext_method",
         "_fields",
         "_head_len",
         "_host_count",
@@ -288,13 +330,16 @@ class HTTPConnection:
         "_line",
         "_line_done",
         "_line_len",
+        "_next_size",
         "_parser",
         "_pending",
         "_pending_continue",
         "_remaining",
+        "_replay",
+        "_replaying",
         "_responses",
         "_scheme",
-        "_size_prefix",
+        "_size_line",
         "_state",
         "_stopped",
         "_stream_body",
@@ -341,9 +386,13 @@ class HTTPConnection:
         self._tail = b""  # last <= 3 bytes of the head fed so far
         self._remaining = 0  # Content-Length body (or chunk data + CRLF) bytes to come
         self._line_len = 0  # bytes of the chunk-size line (or trailer section) so far
-        self._size_prefix = b""  # first bytes of the chunk-size line (the size)
+        self._size_line = b""  # the chunk-size line arriving (checked whole, then fed)
+        self._next_size = 0  # the size of the chunk whose size line just ended
         self._trailers = False  # the last chunk came: trailer field lines follow
         self._pending: bytes | None = None  # a refused method token still arriving
+        self._ext_method: str | None = None  # the real method behind the placeholder
+        self._replay: bytes | None = None  # a message to parse again with the placeholder
+        self._replaying = False
         self._pending_continue: Request | None = None
         self._stopped = False  # a Connection: close request completed
         self._upgraded = False
@@ -375,6 +424,7 @@ class HTTPConnection:
             return []  # RFC 9112 §9.6: nothing after a "close" request is processed
         if self._pending is not None:
             self._continue_pending(data)
+            self._replay_extension_method()
             events, self._events = self._events, []
             return events
         n = len(data)
@@ -424,7 +474,11 @@ class HTTPConnection:
             start = pos
             if stop > start:
                 try:
-                    parser.feed_data(data[start:stop] if start or stop < n else data)
+                    piece = data[start:stop] if start or stop < n else data
+                    if state == _BODY_CHUNKED and not self._trailers:
+                        piece = self._size_line_piece(piece)
+                    if piece:
+                        parser.feed_data(piece)
                 except httptools.HttpParserUpgrade as exc:
                     self._on_upgrade(data, start + int(exc.args[0]))
                     break
@@ -435,11 +489,16 @@ class HTTPConnection:
                     else:
                         self._fail(ProtocolError(400, str(exc)))
                     break
+                except ProtocolError as exc:  # from _size_line_piece
+                    self._fail(exc)
+                    break
                 except httptools.HttpParserInvalidMethodError:
                     self._request_line_error(data, start, stop, method_error=True)
                     break
                 except httptools.HttpParserError as exc:
-                    if "HTTP version" in str(exc) and state == _HEAD and not self._line_done:
+                    if state == _HEAD and not self._line_done and _refused_method(exc):
+                        self._request_line_error(data, start, stop, method_error=True)
+                    elif "HTTP version" in str(exc) and state == _HEAD and not self._line_done:
                         self._request_line_error(data, start, stop, method_error=False)
                     else:
                         self._fail(ProtocolError(400, str(exc)))
@@ -467,6 +526,7 @@ class HTTPConnection:
                 self._state = _BODY_CHUNKED
             if self._stopped or self._dead:
                 break
+        self._replay_extension_method()
         events, self._events = self._events, []
         return events
 
@@ -503,21 +563,17 @@ class HTTPConnection:
         return ProtocolError(414, "request line too long")
 
     def _chunk_line(self, data: bytes, start: int, stop: int) -> None:
-        """Account for framing bytes llhttp accepted (``data[start:stop]``, at most
-        one line). A chunk-size line (extensions included) and the trailer section
+        """Account for framing bytes accepted (``data[start:stop]``, at most one
+        line). A chunk-size line (extensions included) and the trailer section
         are each bounded by ``max_header_size``, counted on their own bytes, so
-        the answer does not depend on read sizes. When a size line ends, the size
-        (already validated by llhttp) says how many data bytes to cut next."""
+        the answer does not depend on read sizes. When a size line ends, its
+        size says how many data bytes to cut next."""
         self._line_len += stop - start
         if self._trailers:
             return  # the whole trailer section counts; llhttp ends the message
-        if len(self._size_prefix) < _SIZE_PREFIX_BYTES:
-            self._size_prefix += data[start : min(stop, start + _SIZE_PREFIX_BYTES)]
         if data[stop - 1] != 0x0A:
             return  # the line goes on in the next piece
-        digits = _HEX.match(self._size_prefix)
-        size = int(digits.group(), 16) if digits else 0
-        self._size_prefix = b""
+        size = self._next_size
         self._line_len = 0
         if size:
             self._state = _CHUNK_DATA
@@ -527,24 +583,76 @@ class HTTPConnection:
 
     def _request_line_error(self, data: bytes, start: int, stop: int, method_error: bool) -> None:
         """llhttp refused the request line; classify it on the line's own bytes."""
-        line = self._line + data[start:stop]
-        self._line = b""
         if method_error:
+            # Everything from the message start on: an extension method replays it.
+            line = self._line + data[start:]
+            self._line = b""
             self._pending = b""
             self._continue_pending(line)
         else:
+            line = self._line + data[start:stop]
+            self._line = b""
             self._fail(_classify_version(line))
 
     def _continue_pending(self, data: bytes) -> None:
-        """Collect the rest of a refused method token (bounded by its maximum length)."""
-        line = (self._pending or b"") + data[: MAX_METHOD_LENGTH + 1]
-        error = _classify_method(line)
+        """Collect the rest of a method token llhttp refused. Bounded: it is decided
+        within :data:`MAX_METHOD_LENGTH` + 1 bytes, and only all-token bytes wait."""
+        line = (self._pending or b"") + data
+        error = _classify_method(line[: MAX_METHOD_LENGTH + 1])
         if error is None:
             self._pending = line
             self.in_request = True
             return
         self._pending = None
-        self._fail(error)
+        if error.status == 501:
+            self._replay = line  # by _replay_extension_method, outside any except block
+        else:
+            self._fail(error)
+
+    def _replay_extension_method(self) -> None:
+        """A well-formed method token llhttp does not know (``FROB``, ``get``): the
+        message is parsed again by a fresh parser with :data:`_PLACEHOLDER_METHOD`
+        in its place, and :meth:`on_headers_complete` restores the real name, so
+        the application decides (a route, else 501 or 405). llhttp gives request
+        methods no meaning beyond CONNECT, so the placeholder changes nothing else;
+        the head limit counts the placeholder's length instead of the token's.
+
+        Never called inside an ``except`` block: Python would then chain the
+        handled exception over the ProtocolError httptools attaches to a callback
+        error, and the status would be lost. Replays do not nest: the feed of a
+        replay may meet the next extension method (pipelining), which this loop
+        then replays, so any number of them in one read costs no recursion."""
+        if self._replaying:
+            return
+        self._replaying = True
+        try:
+            while self._replay is not None:
+                data = self._replay
+                self._replay = None
+                end = data.index(b" ")
+                self._ext_method = data[:end].decode("ascii")
+                self._parser = httptools.HttpRequestParser(self)
+                self._state = _IDLE
+                events = self.feed(_PLACEHOLDER_METHOD + data[end:])  # returns self._events too
+                self._events.extend(events)
+        finally:
+            self._replaying = False
+
+    def _size_line_piece(self, piece: bytes) -> bytes:
+        """What llhttp gets of a chunk-size line: nothing while it arrives, then the
+        bare ``<hex>\\r\\n`` once it is whole and valid — llhttp refuses valid chunk
+        extensions (see :mod:`zzz.http.chunked`), so the engine checks the line
+        against RFC 9112's grammar itself and drops the extensions."""
+        line = self._size_line + piece
+        if line[-1] != 0x0A:
+            self._size_line = line  # bounded by max_header_size (the line budget)
+            return b""
+        self._size_line = b""
+        try:
+            self._next_size, bare = parse_size_line(line)
+        except ValueError as exc:
+            raise ProtocolError(400, str(exc)) from None
+        return bare
 
     def _fail(self, error: ProtocolError) -> None:
         self._dead = True
@@ -578,7 +686,8 @@ class HTTPConnection:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._state != _HEAD:
-            return  # chunked trailer fields: accepted and ignored
+            _check_trailer(name)  # chunked trailer fields: checked, then ignored
+            return
         if value and value[-1] in (0x20, 0x09):  # OWS after the value
             value = value.rstrip(b" \t")
         size = len(name)
@@ -596,6 +705,8 @@ class HTTPConnection:
                     self._te.append(value)
             elif lname == b"expect":
                 self._expect = value
+        elif size == 12:
+            _check_singleton(name, self._fields)
         self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -604,6 +715,10 @@ class HTTPConnection:
         if version != "1.1" and version != "1.0":
             raise ProtocolError(505, "HTTP version not supported")
         method = parser.get_method()
+        ext_method = self._ext_method
+        if ext_method is not None:
+            self._ext_method = None
+            method = ext_method.encode("ascii")
         if method == b"CONNECT":
             raise ProtocolError(501, "CONNECT is not supported")
         if self._host_count != 1 and (version == "1.1" or self._host_count > 1):
@@ -654,7 +769,7 @@ class HTTPConnection:
         if te:
             self._state = _BODY_CHUNKED
             self._line_len = 0
-            self._size_prefix = b""
+            self._size_line = b""
             self._trailers = False
         elif length:
             self._state = _BODY_LENGTH
