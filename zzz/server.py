@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from types import FrameType, ModuleType
 from typing import Any, Protocol
 
-from zzz import backends
+from zzz import backends, request_hooks
 from zzz.config import Config
 from zzz.http.request import Request
 from zzz.http.response import Response
@@ -82,6 +82,7 @@ class Server:
             from zzz.tls import build_context
 
             self.ssl_context = build_context(self.config.tls)
+        request_hooks.install(self)  # proxy headers, max_requests (no-op by default)
 
     # ------------------------------------------------------------------ lifecycle
 

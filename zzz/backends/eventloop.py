@@ -40,6 +40,7 @@ from zzz.http.connection import (
     Limits,
     ProtocolError,
 )
+from zzz.http.proxy_protocol import connection_class
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.timers import Timer
@@ -180,7 +181,7 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self._client = client
-        self._engine = HTTPConnection(backend.limits, client, backend.scheme)
+        self._engine = backend.engine_class(backend.limits, client, backend.scheme)
         if backend.tls:
             peercert = transport.get_extra_info("peercert")
             if peercert:
@@ -623,6 +624,7 @@ class EventLoopBackend:
         self.write_buffer_high = config.eventloop.write_buffer_high
         self.tls = server.ssl_context is not None
         self.scheme = "https" if server.ssl_context is not None else "http"
+        self.engine_class = connection_class(config)  # PROXY protocol or plain
         self.states: list[LoopState] = []
         self._states_lock = threading.Lock()
 

@@ -46,6 +46,7 @@ from zzz.http.connection import (
     Limits,
     ProtocolError,
 )
+from zzz.http.proxy_protocol import connection_class
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.tls import describe_handshake_error
@@ -359,6 +360,7 @@ class NativeBackend:
         self._sndtimeo = struct.pack("ll", int(self.write_timeout), int(
             (self.write_timeout % 1) * 1_000_000))
         self.scheme = "https" if server.ssl_context is not None else "http"
+        self.engine_class = connection_class(config)  # PROXY protocol or plain
         self.websockets = NativeWebSockets(self)
 
     # ------------------------------------------------------------------ acceptor
@@ -459,7 +461,7 @@ class NativeBackend:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
-            engine = HTTPConnection(self.limits, client, self.scheme)
+            engine = self.engine_class(self.limits, client, self.scheme)
             context = self.server.ssl_context  # read per accept: reload_tls() swaps it
             if context is None:
                 sock.setblocking(True)
