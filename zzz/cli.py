@@ -601,7 +601,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_USAGE
     configure_logging(options.log_level)
     options = _adopt_systemd_socket(options, env)
-    if options.supervised:
+    from zzz.supervisor import NOTIFY_ENV, attach_worker
+
+    if options.supervised and NOTIFY_ENV not in env:  # a worker never supervises
         return supervise(options, args, env)
     try:
         app = load_app(options.app)
@@ -609,8 +611,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except CliError as exc:
         _print_error(str(exc))
         return EXIT_USAGE
-    from zzz.supervisor import attach_worker
-
     attach_worker(server, env)
     return serve(server, options.backend)
 

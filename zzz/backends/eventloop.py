@@ -33,6 +33,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
+from zzz.backends._drain import may_close_idle
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.http.connection import (
     ExpectContinue,
@@ -578,7 +579,8 @@ class HttpProtocol(asyncio.Protocol):
         if engine is None:
             return
         engine.close_after_response = True
-        if not self._busy and not engine.in_request and not self._pending:
+        if (not self._busy and not engine.in_request and not self._pending
+                and may_close_idle(engine, self._loop.time() - self._idle_since)):
             self._close()
 
 
@@ -701,6 +703,8 @@ class EventLoopBackend:
         while state.connections and time.monotonic() < deadline:
             for conn in list(state.connections):
                 conn.abort_if_closed_and_flushed()
+                if conn._ws is None:  # a fresh connection's first-request grace ends
+                    conn.begin_shutdown()
             await asyncio.sleep(DRAIN_POLL_S)
         if state.connections:
             log.warning(

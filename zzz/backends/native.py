@@ -37,6 +37,7 @@ from collections.abc import AsyncIterable, Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
+from zzz.backends._drain import may_close_idle
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._thread_timers import ThreadTimerService
 from zzz.backends._ws_native import NativeWebSockets
@@ -517,7 +518,8 @@ class NativeBackend:
             now = time.monotonic()
             for conn in list(self.parker.parked.values()):
                 # Idle keep-alive, or a lingering close (its answer is already sent).
-                if (conn.deadline is None and conn.ws is None) or conn.lingering:
+                if (conn.deadline is None and conn.ws is None
+                        and may_close_idle(conn.engine, now - conn.idle_since)) or conn.lingering:
                     self.parker.forget(conn)
                     self._close(conn)
             with self._open_lock:
