@@ -178,6 +178,9 @@ class Server:
     ) -> Timer:
         """Call ``callback`` after ``interval_ms`` (every ``interval_ms`` with ``repeat``).
 
+        Under ``--workers N`` every worker process is a server of its own, so a timer
+        added at start-up runs in every worker.
+
         A repeating timer needs ``interval_ms >= MIN_REPEAT_INTERVAL_MS``.
         """
         _check_interval(interval_ms, repeat)
