@@ -45,12 +45,19 @@ drains and exits.
 
 **Why one shared socket, not SO_REUSEPORT.** With ``SO_REUSEPORT`` every
 worker binds its own socket and the kernel hashes each new connection to one
-of them. Measured on this 2-core machine (``bench/workers_socket.py``) both
-spread load evenly enough, but a connection hashed to a worker that exits
-(``max_requests``, ``SIGHUP``, a crash) sits in *that* socket's queue and is
-reset when it closes; the shared socket keeps every queued connection for the
-next ``accept()`` of any worker. Zero refused connections across restarts is
-the requirement, so the supervisor shares one socket.
+of them. Measured on this 2-core machine (``bench/workers_socket.py``, figures
+in ``bench/README.md``): no consistent throughput difference, and
+``SO_REUSEPORT`` spreads keep-alive connections more evenly. But a connection
+hashed to a worker that exits (``max_requests``, ``SIGHUP``, a crash) sits in
+*that* socket's queue and is reset when it closes (seen in the measurement);
+the shared socket keeps every queued connection for the next ``accept()`` of
+any worker. Zero refused connections across restarts is the requirement, so
+the supervisor shares one socket.
+
+**Why a fresh interpreter, not fork().** Forking the supervisor after importing
+the application would share its pages, but CPython's reference counts dirty
+them soon anyway; a fresh interpreter gives ``SIGHUP`` new code for free,
+inherits no threads or locks, and runs exactly the single-process code path.
 """
 
 from __future__ import annotations
