@@ -229,3 +229,48 @@ app = zzz.Router()
 def index(ctx: zzz.Context) -> None:
     ctx.text(200, "{answer}")
 """
+
+
+def test_failed_reload_keeps_the_old_workers(zzz_run: Start, tmp_path: Path) -> None:
+    module = tmp_path / "reload_app.py"
+    module.write_text(_RELOAD_APP.format(answer="one"))
+    proc = zzz_run("--workers", "2", app="reload_app:app", cwd=tmp_path)
+    ready(proc, 2)
+    port = proc.port
+    module.write_text("def broken(:\n")  # a SyntaxError: the CLI's exit status 2
+    proc.signal(signal.SIGHUP)
+    proc.wait_for(r"reload failed: new workers cannot start \(exit code 2\)")
+    assert all(get(port, "/") == (200, b"one") for _ in range(5))
+    assert proc.process.poll() is None
+    module.write_text(_RELOAD_APP.format(answer="fixed"))
+    proc.signal(signal.SIGHUP)
+    proc.wait_for(r"draining 2 old worker")
+    old = [int(m.group(1)) for m in proc.matches(r"worker (\d+) ready \(generation 0\)")]
+    for pid in old:
+        proc.wait_for(rf"worker {pid} stopped")
+    assert get(port, "/") == (200, b"fixed")
+
+
+def test_orphaned_workers_drain_when_the_supervisor_is_killed(zzz_run: Start) -> None:
+    proc = zzz_run("--workers", "2")
+    ready(proc, 2)
+    workers = proc.worker_pids()
+    proc.signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    alive = list(workers)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _alive(pid)]
+        time.sleep(0.1)
+    assert alive == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    with contextlib.suppress(OSError):
+        return " Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    return False
