@@ -556,10 +556,18 @@ def _announce_when_ready(server: Server, backend: str, workers: int) -> None:
     """Log the one ready line once the backend has bound (or give up when it stopped)."""
     while True:
         if server.ready.wait(READY_POLL_S):
-            log.info("serving %s (backend=%s, workers=%d)", server.url, backend, workers)
+            log.info("serving %s (backend=%s, workers=%d)", served_at(server), backend, workers)
             return
         if server.stopped.is_set():
             return
+
+
+def served_at(server: Server) -> str:
+    """``http://host:port``, or ``unix:/path`` for a Unix domain socket (bound or inherited)."""
+    address = server.address
+    if address is not None and address[1] == 0 and address[0].startswith(("/", "\0", "@")):
+        return f"unix:{address[0]}"
+    return server.url
 
 
 def serve(server: Server, backend: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -164,7 +165,7 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> None:
 def test_unix_socket_with_proxy_headers(zzz_run: Start, tmp_path: Path) -> None:
     path = str(tmp_path / "zzz.sock")
     proc = zzz_run("--uds", path, "--uds-mode", "600", "--proxy-headers")
-    proc.wait_for(r"serving")
+    proc.wait_for("serving unix:" + re.escape(path))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     conn = UnixHTTPConnection(path)
     try:
