@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean fuzz test-matrix autobahn autobahn-quick
+.PHONY: run test lint typecheck pytest bench clean fuzz test-matrix autobahn autobahn-quick deploy-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest -q
 
-test: lint typecheck pytest
+# The `deploy` tests put Debian's nginx in front of zzz. Installed when possible (root
+# with apt-get); otherwise those tests skip and say why. Never fails the build itself.
+deploy-deps:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y -q nginx-light >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx-light >/dev/null 2>&1)) \
+		|| echo "deploy-deps: could not install nginx-light; the deploy tests will skip"; \
+	else echo "deploy-deps: not root or no apt-get; the nginx deploy test will skip"; fi
+
+test: lint typecheck deploy-deps pytest
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

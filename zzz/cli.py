@@ -194,7 +194,8 @@ def derive_groups(root: type = Config) -> tuple[ConfigGroup, ...]:
 
 
 #: Flags the CLI defines itself; a config field deriving one of these is a bug.
-RESERVED_FLAGS = frozenset({"backend", "log-level", "debug", "help", "version"})
+RESERVED_FLAGS = frozenset({"backend", "log-level", "debug", "help", "version", "workers",
+                            "reload"})
 
 CONFIG_GROUPS: tuple[ConfigGroup, ...] = derive_groups()
 
@@ -251,6 +252,22 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="print the whole traceback when the app cannot be imported or started "
         f"[env {env_name('debug')}; default: off]",
+    )
+    # Process topology is the supervisor's business, not a server setting: a Server
+    # object cannot have workers, so these two are CLI options, not Config fields.
+    parser.add_argument(
+        "--workers",
+        metavar="INT",
+        default=None,
+        help="worker processes sharing the socket under a supervisor; 0 = one per CPU, "
+        f"1 = this process serves [env {env_name('workers')}; default: 1]",
+    )
+    parser.add_argument(
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="development: restart the worker when a .py file under the working directory "
+        f"changes (needs the 'reload' extra: watchfiles) [env {env_name('reload')}; default: off]",
     )
     for group in CONFIG_GROUPS:
         section = parser.add_argument_group(group.title)
@@ -317,6 +334,15 @@ class RunOptions:
     log_level: str
     #: Print whole tracebacks for app import and start-up failures.
     debug: bool = False
+    #: Worker processes (``--workers``); 1 serves in this process, without a supervisor.
+    workers: int = 1
+    #: Restart the worker when a source file changes (``--reload``, development only).
+    reload: bool = False
+
+    @property
+    def supervised(self) -> bool:
+        """Whether a supervisor runs workers (``--workers``, ``--reload``, ``--max-requests``)."""
+        return self.workers != 1 or self.reload or self.config.max_requests > 0
 
 
 def _pick(
@@ -429,8 +455,39 @@ def parse_run(argv: Sequence[str], environ: Mapping[str, str]) -> RunOptions:
     }
     config = _build_group(root, namespace, environ, parts, sources)
     assert isinstance(config, Config)
+    workers, reload = _process_options(namespace, environ)
     return RunOptions(app=namespace.app, backend=backend, config=config, log_level=level,
-                      debug=debug)
+                      debug=debug, workers=workers, reload=reload)
+
+
+def _process_options(namespace: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int, bool]:
+    """``(workers, reload)`` from flags/env, validated."""
+    raw, source = _pick(namespace.workers, environ, env_name("workers"))
+    workers = 1
+    if raw is not None:
+        try:
+            workers = int(str(raw).strip())
+        except ValueError:
+            raise CliError(f"workers: must be an integer, got {raw!r}" + _from_env(source)) from None
+        from zzz.supervisor import MAX_WORKERS
+
+        if not 0 <= workers <= MAX_WORKERS:
+            raise CliError(f"workers: must be between 0 and {MAX_WORKERS}, got {workers}"
+                           + _from_env(source))
+    raw, source = _pick(namespace.reload, environ, env_name("reload"))
+    reload = False
+    if raw is not None:
+        option = ConfigOption(("reload",), "reload", bool, False, False, False, "")
+        reload = bool(_convert(option, raw, source))
+    if reload and workers != 1:
+        raise CliError("reload: development only, refused with --workers other than 1 "
+                       "(use SIGHUP to reload production workers)")
+    if reload:
+        try:
+            import watchfiles  # noqa: F401
+        except ImportError:
+            raise CliError("reload: needs watchfiles (pip install 'zzz[reload]')") from None
+    return workers, reload
 
 
 def build_config(
@@ -594,12 +651,20 @@ def _announce_when_ready(server: Server, backend: str, workers: int) -> None:
     """Log the one ready line once the backend has bound (or give up when it stopped)."""
     while True:
         if server.ready.wait(READY_POLL_S):
-            log.info("serving %s (backend=%s, workers=%d)", server.url, backend, workers,
-                     extra={"event": "start", "url": server.url, "backend": backend,
+            log.info("serving %s (backend=%s, workers=%d)", served_at(server), backend, workers,
+                     extra={"event": "start", "url": served_at(server), "backend": backend,
                             "workers": workers})
             return
         if server.stopped.is_set():
             return
+
+
+def served_at(server: Server) -> str:
+    """``http://host:port``, or ``unix:/path`` for a Unix domain socket (bound or inherited)."""
+    address = server.address
+    if address is not None and address[1] == 0 and address[0].startswith(("/", "\0", "@")):
+        return f"unix:{address[0]}"
+    return server.url
 
 
 def serve(server: Server, backend: str, debug: bool = False) -> int:
@@ -646,6 +711,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except CliError as exc:
         _print_error(str(exc))
         return EXIT_USAGE
+    options = _adopt_systemd_socket(options, env)
+    from zzz.supervisor import NOTIFY_ENV, attach_worker
+
+    if options.supervised and NOTIFY_ENV not in env:  # a worker never supervises
+        configure_logging(options.log_level, options.config)
+        return supervise(options, args, env)
     try:
         configure_logging(options.log_level, options.config)
         app = load_app(options.app)
@@ -653,4 +724,31 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except CliError as exc:
         _print_error(str(exc), exc if options.debug and exc.__cause__ is not None else None)
         return EXIT_USAGE
+    attach_worker(server, env)
     return serve(server, options.backend, options.debug)
+
+
+def _adopt_systemd_socket(options: RunOptions, environ: Mapping[str, str]) -> RunOptions:
+    """Serve the socket systemd passed (socket activation) unless --fd/--uds say otherwise."""
+    from zzz.backends._listener import systemd_listen_fd
+
+    fd = systemd_listen_fd(environ, os.getpid())
+    if fd is None or options.config.fd is not None or options.config.uds is not None:
+        return options
+    return dataclasses.replace(options, config=options.config.replace(fd=fd))
+
+
+def supervise(options: RunOptions, args: Sequence[str], environ: Mapping[str, str]) -> int:
+    """Run the supervisor of ``--workers`` processes (see :mod:`zzz.supervisor`)."""
+    from zzz.supervisor import Supervisor, resolve_workers
+
+    run_args = list(args)
+    if run_args and run_args[0] == "run":
+        run_args = run_args[1:]
+    supervisor = Supervisor(run_args, options.config, resolve_workers(options.workers),
+                            environ, reload=options.reload)
+    try:
+        return supervisor.run()
+    except OSError as exc:
+        _print_error(f"cannot listen: {exc}")
+        return EXIT_STARTUP_FAILURE

@@ -25,6 +25,8 @@ MAX_PORT = 65535
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 #: Mozilla server-side TLS profiles zzz's default context follows (see zzz.tls).
 TLS_PROFILES = ("intermediate", "modern")
+#: Largest file-descriptor number ``Config.fd`` accepts (a sanity bound, not a kernel limit).
+MAX_FD = 1 << 20
 #: Event-loop implementations ``EventLoopConfig.loop`` accepts.
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
 #: Where the event-loop backend runs plain (``def``) handlers.
@@ -309,6 +311,46 @@ class Config:
         default=4 * MIB,
         metadata=_help("WebSocket sends wait while more than this many bytes are unsent"),
     )
+    fd: int | None = field(
+        default=None,
+        metadata=_help("serve an inherited, already listening socket with this file descriptor "
+                       "instead of binding host/port (systemd's LISTEN_FDS sets it by itself)"),
+    )
+    uds: str | None = field(
+        default=None,
+        metadata=_help("listen on this Unix domain socket path instead of host/port "
+                       "(a stale socket file there is replaced)"),
+    )
+    uds_mode: str = field(
+        default="660",
+        metadata=_help("octal permissions of the --uds socket file (660: owner and group, "
+                       "e.g. nginx's group, may connect)"),
+    )
+    max_requests: int = field(
+        default=0,
+        metadata=_help("a worker that served this many requests drains and is replaced "
+                       "(memory-leak insurance; 0 disables)"),
+    )
+    max_requests_jitter: int = field(
+        default=0,
+        metadata=_help("add 0..J at random to max_requests per worker, so workers do not "
+                       "all restart at once"),
+    )
+    proxy_headers: bool = field(
+        default=False,
+        metadata=_help("trust Forwarded / X-Forwarded-For/Proto/Host from forwarded_allow_ips "
+                       "peers for the client address and scheme"),
+    )
+    forwarded_allow_ips: str = field(
+        default="127.0.0.1,unix",
+        metadata=_help("comma-separated IPs/CIDRs whose proxy headers are trusted; 'unix' "
+                       "means the Unix socket, '*' everyone"),
+    )
+    proxy_protocol: bool = field(
+        default=False,
+        metadata=_help("expect a PROXY protocol v1/v2 header (HAProxy, AWS NLB) before each "
+                       "connection's first request; the client address comes from it"),
+    )
     tls: TlsConfig | None = field(default=None, metadata=_help("HTTPS settings", nested=True))
     native: NativeConfig = field(
         default_factory=NativeConfig, metadata=_help("native backend settings", nested=True)
@@ -349,6 +391,8 @@ class Config:
                 "ws_ping_interval_ms": (0, None),
                 "ws_ping_timeout_ms": (1, None),
                 "ws_write_buffer_high": (1 * KIB, None),
+                "max_requests": (0, None),
+                "max_requests_jitter": (0, None),
             },
         )
         if self.interface not in INTERFACE_CHOICES:
@@ -365,6 +409,8 @@ class Config:
             raise ConfigError(
                 "sync_handlers", f"must be one of {', '.join(SYNC_HANDLER_CHOICES)}, "
                 f"got {self.sync_handlers!r}")
+        self._validate_listener()
+        self._validate_proxy()
         if self.tls is not None and not isinstance(self.tls, TlsConfig):
             raise ConfigError("tls", "must be a zzz.TlsConfig or None")
         if not isinstance(self.native, NativeConfig):
@@ -373,6 +419,37 @@ class Config:
             raise ConfigError("eventloop", "must be a zzz.EventLoopConfig")
         if not isinstance(self.observability, ObservabilityConfig):
             raise ConfigError("observability", "must be a zzz.ObservabilityConfig")
+
+    def _validate_listener(self) -> None:
+        if self.fd is not None:
+            _require_int("fd", self.fd, 0, MAX_FD)
+            if self.uds is not None:
+                raise ConfigError("fd", "give either fd or uds, not both")
+        if self.uds is not None and (not isinstance(self.uds, str) or not self.uds):
+            raise ConfigError("uds", "must be a non-empty socket path")
+        try:
+            mode = int(self.uds_mode, 8)
+        except (TypeError, ValueError):
+            raise ConfigError("uds_mode", f"must be octal permissions such as 660, "
+                                          f"got {self.uds_mode!r}") from None
+        if not 0 <= mode <= 0o777:
+            raise ConfigError("uds_mode", f"must be between 000 and 777, got {self.uds_mode!r}")
+
+    def _validate_proxy(self) -> None:
+        from zzz.proxy import parse_trusted
+
+        try:
+            parse_trusted(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ConfigError("forwarded_allow_ips", str(exc)) from None
+        if self.proxy_protocol and self.tls is not None:
+            raise ConfigError("proxy_protocol", "is not supported together with tls yet "
+                                                "(the PROXY header precedes the TLS handshake)")
+
+    @property
+    def uds_permissions(self) -> int:
+        """``uds_mode`` as a number for ``os.chmod``."""
+        return int(self.uds_mode, 8)
 
     # Derived values the backends share -------------------------------------------------
 

@@ -359,8 +359,14 @@ class Context:
 
     @property
     def client(self) -> tuple[str, int] | None:
-        """The peer ``(host, port)``, when the backend knows it."""
+        """The client ``(host, port)``, when known: the peer, or with ``proxy_headers`` the
+        client a trusted proxy reports (port 0), or the PROXY protocol's source."""
         return self.request.client
+
+    @property
+    def scheme(self) -> str:
+        """``http`` or ``https``: as connected, or as a trusted proxy reports (``proxy_headers``)."""
+        return self.request.scheme
 
     @property
     def tls_peer_cert(self) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import FrameType, ModuleType
 from typing import Any, Protocol
 
-from zzz import backends
+from zzz import backends, request_hooks
 from zzz.config import Config
 from zzz.errors import StartupError
 from zzz.http.connection import StreamPredicate
@@ -105,7 +105,10 @@ class Server:
             self.ssl_context = build_context(self.config.tls)
         #: Access log, metrics, probes (zzz.observability); wraps ``handle`` only when on.
         self.observer = Observer(self)
-        self.handle = self.observer.wrap(self.handle)  # type: ignore[method-assign, assignment]
+        wrapped = self.observer.wrap(self.handle)
+        if wrapped != self.handle:  # nothing observed: the plain method, no wrapper at all
+            self.handle = wrapped  # type: ignore[method-assign, assignment]
+        request_hooks.install(self)  # proxy headers, max_requests (no-op by default)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -242,6 +245,9 @@ class Server:
         self, interval_ms: int, callback: Callable[[], Any], repeat: bool = False
     ) -> Timer:
         """Call ``callback`` after ``interval_ms`` (every ``interval_ms`` with ``repeat``).
+
+        Under ``--workers N`` every worker process is a server of its own, so a timer
+        added at start-up runs in every worker.
 
         A repeating timer needs ``interval_ms >= MIN_REPEAT_INTERVAL_MS``.
         """

@@ -57,6 +57,14 @@ EXPECTED_FLAGS = {
     "ws-ping-interval-ms": "ws_ping_interval_ms",
     "ws-ping-timeout-ms": "ws_ping_timeout_ms",
     "ws-write-buffer-high": "ws_write_buffer_high",
+    "fd": "fd",
+    "uds": "uds",
+    "uds-mode": "uds_mode",
+    "max-requests": "max_requests",
+    "max-requests-jitter": "max_requests_jitter",
+    "proxy-headers": "proxy_headers",
+    "forwarded-allow-ips": "forwarded_allow_ips",
+    "proxy-protocol": "proxy_protocol",
     "tls-cert": "tls.cert_file",
     "tls-key": "tls.key_file",
     "tls-ca": "tls.ca_file",
@@ -105,6 +113,12 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "metrics-path": ("/metrics", "/metrics"),
     "health-path": ("/livez", "/livez"),
     "ready-path": ("/readyz", "/readyz"),
+    "fd": ("7", 7),
+    "uds": ("/run/zzz.sock", "/run/zzz.sock"),
+    "uds-mode": ("600", "600"),
+    "proxy-headers": ("yes", True),
+    "proxy-protocol": ("yes", True),
+    "forwarded-allow-ips": ("10.0.0.0/8,unix", "10.0.0.0/8,unix"),
 }
 #: TLS options need a certificate and key (and client certs a CA) to build a TlsConfig.
 TLS_BASE = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "base-ca.pem"]
@@ -712,3 +726,18 @@ def test_subprocess_help_lists_every_flag(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for flag in EXPECTED_FLAGS:
         assert f"--{flag}" in result.stdout
+
+
+def test_workers_and_reload_are_cli_options() -> None:
+    options = cli.parse_run(["run", "m:app", "--workers", "3"], {})
+    assert options.workers == 3 and options.supervised and not options.reload
+    assert cli.parse_run(["run", "m:app"], {"ZZZ_WORKERS": "0"}).workers == 0
+    assert not cli.parse_run(["run", "m:app"], {}).supervised
+    assert cli.parse_run(["run", "m:app", "--max-requests", "5"], {}).supervised
+    with pytest.raises(cli.CliError, match=r"^workers: must be an integer"):
+        cli.parse_run(["run", "m:app", "--workers", "x"], {})
+    with pytest.raises(cli.CliError, match=r"^workers: must be between"):
+        cli.parse_run(["run", "m:app", "--workers", "-1"], {})
+    with pytest.raises(cli.CliError, match=r"^reload: development only"):
+        cli.parse_run(["run", "m:app", "--workers", "2", "--reload"], {})
+    assert cli.parse_run(["run", "m:app", "--reload"], {}).reload

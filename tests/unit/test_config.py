@@ -136,6 +136,8 @@ CONFIG_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "ws_ping_interval_ms": (0, None),
     "ws_ping_timeout_ms": (1, None),
     "ws_write_buffer_high": (1 * KIB, None),
+    "max_requests": (0, None),
+    "max_requests_jitter": (0, None),
 }
 
 

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
+from zzz.backends._drain import may_close_idle
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import loop_send_file
 from zzz.backends._watchdog import LoopWatchdog
@@ -46,6 +47,7 @@ from zzz.http.connection import (
     HTTPConnection,
     ProtocolError,
 )
+from zzz.http.proxy_protocol import connection_class
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.timers import Timer
@@ -204,7 +206,8 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self._client = client
-        self._engine = HTTPConnection(backend.limits, client, backend.scheme, backend.stream_body)
+        self._engine = backend.engine_class(backend.limits, client, backend.scheme,
+                                            backend.stream_body)
         if backend.tls:
             peercert = transport.get_extra_info("peercert")
             if peercert:
@@ -749,7 +752,8 @@ class HttpProtocol(asyncio.Protocol):
         if engine is None:
             return
         engine.close_after_response = True
-        if not self._busy and not engine.in_request and not self._pending:
+        if (not self._busy and not engine.in_request and not self._pending
+                and may_close_idle(engine, self._loop.time() - self._idle_since)):
             self._close()
 
 
@@ -796,6 +800,7 @@ class EventLoopBackend:
         self.write_buffer_high = config.eventloop.write_buffer_high
         self.tls = server.ssl_context is not None
         self.scheme = "https" if server.ssl_context is not None else "http"
+        self.engine_class = connection_class(config.proxy_protocol)  # PROXY protocol or plain
         self.states: list[LoopState] = []
         self._states_lock = threading.Lock()
         server.observer.attach_backend(self)
@@ -931,6 +936,8 @@ class EventLoopBackend:
         while state.connections and time.monotonic() < deadline:
             for conn in list(state.connections):
                 conn.abort_if_closed_and_flushed()
+                if conn._ws is None:  # a fresh connection's first-request grace ends
+                    conn.begin_shutdown()
             await asyncio.sleep(DRAIN_POLL_S)
         if state.connections:
             log.warning(

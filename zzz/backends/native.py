@@ -43,6 +43,7 @@ from zzz.backends._dispatch import (
     answer_expect,
     app_error,
 )
+from zzz.backends._drain import may_close_idle
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import native_send_file
 from zzz.backends._thread_timers import ThreadTimerService
@@ -57,6 +58,7 @@ from zzz.http.connection import (
     HTTPConnection,
     ProtocolError,
 )
+from zzz.http.proxy_protocol import connection_class
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.tls import describe_handshake_error
@@ -409,6 +411,7 @@ class NativeBackend:
         self._sndtimeo = struct.pack("ll", int(self.write_timeout), int(
             (self.write_timeout % 1) * 1_000_000))
         self.scheme = "https" if server.ssl_context is not None else "http"
+        self.engine_class = connection_class(config.proxy_protocol)  # PROXY protocol or plain
         self.websockets = NativeWebSockets(self)
         #: Idents of workers serving a connection (a gauge read at scrape time).
         self.busy_workers: set[int] = set()
@@ -520,7 +523,7 @@ class NativeBackend:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
-            engine = HTTPConnection(self.limits, client, self.scheme, self.server.stream_body)
+            engine = self.engine_class(self.limits, client, self.scheme, self.server.stream_body)
             context = self.server.ssl_context  # read per accept: reload_tls() swaps it
             if context is None:
                 sock.setblocking(True)
@@ -579,7 +582,8 @@ class NativeBackend:
             now = time.monotonic()
             for conn in list(self.parker.parked.values()):
                 # Idle keep-alive, or a lingering close (its answer is already sent).
-                if (conn.deadline is None and conn.ws is None) or conn.lingering:
+                if (conn.deadline is None and conn.ws is None
+                        and may_close_idle(conn.engine, now - conn.idle_since)) or conn.lingering:
                     self.parker.forget(conn)
                     self._close(conn)
             with self._open_lock:

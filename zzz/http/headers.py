@@ -34,6 +34,19 @@ class Headers:
         self._fields.append((name, value))
         self._index = None
 
+    def replace(self, name: str, value: str) -> None:
+        """Set ``name`` to the one ``value``, in place of its first field (appended when absent)."""
+        lowered = name.lower()
+        fields = [(n, v) for n, v in self._fields if n.lower() != lowered]
+        for position, (n, _) in enumerate(self._fields):
+            if n.lower() == lowered:
+                fields.insert(position, (n, value))
+                break
+        else:
+            fields.append((name, value))
+        self._fields[:] = fields
+        self._index = None
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         values = self._lookup().get(name.lower())
