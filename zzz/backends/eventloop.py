@@ -25,6 +25,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -152,6 +153,7 @@ class HttpProtocol(asyncio.Protocol):
         "_drain_waiter",
         "_engine",
         "_extensions",
+        "_future",
         "_idle_since",
         "_loop",
         "_pending",
@@ -184,6 +186,8 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused_at = 0.0
         self._drain_waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: The answer an ASGI app started on this loop will give (see _await_result).
+        self._future: asyncio.Future[Response] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._request_started: float | None = None
         self._idle_since = 0.0
@@ -232,6 +236,8 @@ class HttpProtocol(asyncio.Protocol):
             self._timer = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._future is not None and not self._future.done():
+            self._future.cancel()  # an ASGI app still thinking: cancelled with its future
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("connection lost"))
@@ -287,7 +293,7 @@ class HttpProtocol(asyncio.Protocol):
                         self._idle_since = self._loop.time()
                     return
                 self._busy = True
-                self._task = self._loop.create_task(self._respond_async(result, request))
+                self._await_result(result, request)
                 return
         self._run_events(events)
 
@@ -372,7 +378,7 @@ class HttpProtocol(asyncio.Protocol):
                         out = []
                     self._pending.extend(batch[i:])
                     self._busy = True
-                    self._task = self._loop.create_task(self._respond_async(result, event))
+                    self._await_result(result, event)
                     self._maybe_pause_reading()
                     return
             elif kind is ExpectContinue:
@@ -465,6 +471,38 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None and engine is not None and not engine.is_dead:
             self.transport.write(CONTINUE_RESPONSE)
 
+    def _await_result(self, result: Any, request: Request) -> None:
+        """Wait for an answer that is not ready: a future (an ASGI app started on this
+        loop) is called back on — no task of ours; a coroutine (an async handler) or a
+        streamed body gets a task."""
+        if isinstance(result, asyncio.Future):
+            self._future = result
+            result.add_done_callback(functools.partial(self._result_ready, request))
+        else:
+            self._task = self._loop.create_task(self._respond_async(result, request))
+
+    def _result_ready(self, request: Request, future: asyncio.Future[Response]) -> None:
+        """A future answer resolved: write a complete one at once, stream the rest."""
+        self._future = None
+        if future.cancelled():
+            return  # the connection went away (connection_lost cancelled it)
+        exc = future.exception()
+        result = app_error(request) if exc is not None else future.result()
+        engine = self._engine
+        transport = self.transport
+        assert engine is not None
+        if (transport is None or result.stream is not None or result.file is not None
+                or result.upgrade is not None or self._body_error is not None):
+            self._task = self._loop.create_task(self._respond_async(result, request))
+            return
+        if self._state.backend.server.shutting_down.is_set():
+            engine.close_after_response = True
+        transport.write(engine.serialize(result, request))
+        if engine.must_close:
+            self._close_after_answer()
+            return
+        self._next_after_response()
+
     async def _respond_async(
         self, result: Response | Awaitable[Response], request: Request
     ) -> None:
@@ -524,6 +562,12 @@ class HttpProtocol(asyncio.Protocol):
             return
         finally:
             self._task = None
+        self._next_after_response()
+
+    def _next_after_response(self) -> None:
+        """The answer is out: serve what was pipelined behind it, or wait for more."""
+        engine = self._engine
+        assert engine is not None
         self._busy = False
         self._idle_since = self._loop.time()
         pending = self._pending

@@ -104,7 +104,12 @@ class ASGIApplication:
     def handle(self, request: Request, server: Server) -> Awaitable[Response]:
         if request.upgrade:
             return self._websocket(request, server)
-        return HTTPCycle(self, request, server).run()
+        cycle = HTTPCycle(self, request, server)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a native worker thread: the shared loop runs the coroutine
+            return cycle.run()
+        return cycle.start(loop)  # on an event loop: a future the backend calls back on
 
     async def startup(self, server: Server) -> None:
         if self.lifespan == "off":
@@ -151,9 +156,9 @@ class ASGIApplication:
 class HTTPCycle:
     """One HTTP request/response exchange with the app."""
 
-    __slots__ = ("_body_done", "_disconnected", "_head_ready", "_headers", "_pieces",
-                 "_response_done", "_started", "_status", "_trailers", "_want_trailers",
-                 "adapter", "request", "server")
+    __slots__ = ("_body_done", "_disconnected", "_gone", "_head_ready", "_headers", "_pieces",
+                 "_response_done", "_started", "_status", "_task", "_trailers",
+                 "_want_trailers", "adapter", "request", "server")
 
     def __init__(self, adapter: ASGIApplication, request: Request, server: Server) -> None:
         self.adapter = adapter
@@ -164,33 +169,62 @@ class HTTPCycle:
         self._headers: list[tuple[str, str]] = []
         self._response_done = False
         self._body_done = False
-        self._disconnected: asyncio.Event | None = None
-        #: Resolved with the first answer: (body, more_body) or an exception.
-        self._head_ready: asyncio.Future[tuple[bytes, bool]] | None = None
+        #: The response is complete or the client is gone (receive() → http.disconnect).
+        self._gone = False
+        #: Created only when the app waits for the disconnect in receive().
+        self._disconnected: asyncio.Future[None] | None = None
+        #: Resolved with the response once its head is known.
+        self._head_ready: asyncio.Future[Response] | None = None
+        self._task: asyncio.Task[None] | None = None
         #: Body pieces after the first, taken one at a time by the backend.
         self._pieces: asyncio.Queue[bytes | None] | None = None
         self._want_trailers = False
         self._trailers: list[tuple[str, str]] = []
 
-    async def run(self) -> Response:
-        loop = asyncio.get_running_loop()
-        self._head_ready = loop.create_future()
-        self._disconnected = asyncio.Event()
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Response]:
+        """Start the app on ``loop`` (the running one); the future of its response.
+
+        The backend waits on this future with a callback, not a task of its own: a
+        complete answer costs one task (the app's) and two loop iterations.
+        Cancelling the future (the connection went away) cancels the app.
+        """
+        head: asyncio.Future[Response] = loop.create_future()
+        self._head_ready = head
         scope = self.adapter.scope(self.request, self.server, "http")
         task = loop.create_task(self._call_app(scope))
-        try:
-            first, more = await asyncio.shield(self._head_ready)
-        except asyncio.CancelledError:
-            # The connection went away while the app was thinking.
-            self._disconnected.set()
-            task.cancel()
-            raise
-        except BaseException:
-            return _INTERNAL_ERROR
-        response = Response(self._status, self._headers, first if not more else b"")
+        self._task = task
+        head.add_done_callback(self._head_done)
+        return head
+
+    def _head_done(self, head: asyncio.Future[Response]) -> None:
+        if head.cancelled():
+            self._disconnect()
+            task = self._task
+            if task is not None and not task.done():
+                task.cancel()
+
+    async def run(self) -> Response:
+        """The response, awaited (the native backend's shared loop runs this)."""
+        return await self.start(asyncio.get_running_loop())
+
+    def _disconnect(self) -> None:
+        self._gone = True
+        waiter = self._disconnected
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _answer(self, body: bytes, more: bool) -> None:
+        """The head is known (and ``body``, all of it unless ``more``): resolve the future."""
+        head = self._head_ready
+        assert head is not None
+        response = Response(self._status, self._headers, b"" if more else body)
         if more:
-            response.stream = self._rest(first, task)
-        return response
+            self._pieces = asyncio.Queue()
+            task = self._task
+            assert task is not None
+            response.stream = self._rest(body, task)
+        if not head.done():
+            head.set_result(response)
 
     async def _call_app(self, scope: Scope) -> None:
         request = self.request
@@ -200,13 +234,13 @@ class HTTPCycle:
             await self.adapter.app(scope, self.receive, self.send)
         except asyncio.CancelledError:
             if not head.done():
-                head.set_exception(ProtocolMisuse("cancelled"))
+                head.cancel()
             raise
         except BaseException as exc:
             if not head.done():
                 log.error("ASGI app raised for %s %s before its response started",
                           request.method, request.path, exc_info=exc)
-                head.set_exception(exc)
+                head.set_result(_INTERNAL_ERROR)
             else:
                 log.error("ASGI app raised for %s %s after its response started; "
                           "cutting the connection", request.method, request.path, exc_info=exc)
@@ -215,7 +249,7 @@ class HTTPCycle:
         if not head.done():
             log.error("ASGI app returned for %s %s without sending a response",
                       request.method, request.path)
-            head.set_exception(ProtocolMisuse("no response"))
+            head.set_result(_INTERNAL_ERROR)
         elif not self._response_done:
             log.error("ASGI app returned for %s %s before its body was complete; "
                       "cutting the connection", request.method, request.path)
@@ -239,17 +273,17 @@ class HTTPCycle:
         elif not self._body_done:
             self._body_done = True
             return {"type": "http.request", "body": self.request.body, "more_body": False}
-        disconnected = self._disconnected
-        assert disconnected is not None
-        await disconnected.wait()
+        if not self._gone:
+            waiter = self._disconnected
+            if waiter is None:
+                waiter = self._disconnected = asyncio.get_running_loop().create_future()
+            await waiter
         return {"type": "http.disconnect"}
 
     # ------------------------------------------------------------------ send
 
     async def send(self, message: Message) -> None:
         kind = message.get("type")
-        disconnected = self._disconnected
-        assert disconnected is not None
         head = self._head_ready
         assert head is not None
         if kind == "http.response.start":
@@ -270,7 +304,7 @@ class HTTPCycle:
             if not self._started:
                 raise self._misuse("http.response.body before http.response.start")
             if self._response_done:
-                if disconnected.is_set():
+                if self._gone:
                     raise ClientDisconnect("the response is complete or the client is gone")
                 raise self._misuse("http.response.body after the response completed")
             body = message.get("body", b"")
@@ -282,10 +316,11 @@ class HTTPCycle:
                 if not more:
                     self._response_done = True
                     if not self._want_trailers:
-                        disconnected.set()
-                self._pieces = asyncio.Queue()
-                head.set_result((data, more))
+                        self._disconnect()
+                self._answer(data, more)
                 return
+            if self._gone and self._pieces is None:
+                raise ClientDisconnect("the client is gone")
             await self._put(data)
             if not more:
                 self._response_done = True
@@ -307,10 +342,7 @@ class HTTPCycle:
         """``http.response.pathsend``: the file's bytes as the body, read in pieces."""
         file_pieces = _read_file_pieces(path)
         first = await asyncio.to_thread(next, file_pieces, b"")
-        head = self._head_ready
-        assert head is not None
-        self._pieces = asyncio.Queue()
-        head.set_result((first, True))
+        self._answer(first, True)
         while piece := await asyncio.to_thread(next, file_pieces, b""):
             await self._put(piece)
         self._response_done = True
@@ -318,9 +350,8 @@ class HTTPCycle:
 
     async def _put(self, item: bytes | None) -> None:
         pieces = self._pieces
-        disconnected = self._disconnected
-        assert pieces is not None and disconnected is not None
-        if disconnected.is_set():
+        assert pieces is not None
+        if self._gone:
             raise ClientDisconnect("the client is gone")
         await pieces.put(item)
         # Wait until the backend took it (and so the socket took the one before).
@@ -341,8 +372,7 @@ class HTTPCycle:
     async def _rest(self, first: bytes, task: asyncio.Task[None]) -> AsyncIterator[bytes]:
         """The response body after the head, as the backend writes it."""
         pieces = self._pieces
-        disconnected = self._disconnected
-        assert pieces is not None and disconnected is not None
+        assert pieces is not None
         try:
             if first:
                 yield first
@@ -356,7 +386,7 @@ class HTTPCycle:
                 if piece:
                     yield piece
         finally:
-            disconnected.set()
+            self._disconnect()
             # Wake an app blocked in send() on a client that went away.
             while not pieces.empty():
                 pieces.get_nowait()
