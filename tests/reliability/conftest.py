@@ -21,6 +21,7 @@ How hard the attacks hit is set by environment variables, small by default so th
 
 from __future__ import annotations
 
+import inspect
 import os
 import resource
 import time
@@ -44,6 +45,10 @@ DEFAULT_STORM_CONNECTS = 2000
 #: Descriptors the fd probe may differ by once everything is closed: a lazily created
 #: executor or event-loop pipe may appear after the baseline.
 FD_SLACK = 4
+#: ``st`` column of a listening socket in /proc/net/tcp.
+TCP_LISTEN = "0A"
+#: The native backend's default worker count (Config.worker_threads).
+NATIVE_WORKERS = 4
 #: Longest wait for the descriptor count to come back to its baseline.
 FD_SETTLE_S = 10.0
 
@@ -60,13 +65,65 @@ def env_int(name: str, default: int) -> int:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "transport" in metafunc.fixturenames:
+    # Only tests naming ``transport`` themselves: a WebSocket or timer test that uses
+    # ``serve`` alone runs over plain TCP (the fixture's default).
+    if "transport" in inspect.signature(metafunc.function).parameters:
         metafunc.parametrize("transport", ["tcp", "tls"], indirect=True)
 
 
 def open_fds() -> int:
     """Open descriptors of this process (the in-process server's and the test's)."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def _tcp_inodes(port: int) -> set[str]:
+    """Socket inodes of TCP connections (not listeners) whose local port is ``port``."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                next(rows)
+                for row in rows:
+                    cols = row.split()
+                    local_port = int(cols[1].rsplit(":", 1)[1], 16)
+                    if local_port == port and cols[3] != TCP_LISTEN and cols[9] != "0":
+                        inodes.add(cols[9])
+        except FileNotFoundError:
+            continue
+    return inodes
+
+
+def server_conn_fds(port: int) -> int:
+    """Descriptors this process holds for accepted connections of the server on ``port``:
+    the exact leak probe (0 once every client is gone), unlike the total count, which
+    lazily created event loops and pools also move."""
+    inodes = _tcp_inodes(port)
+    held = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            held += 1
+    return held
+
+
+def wait_no_server_conns(port: int, timeout: float = FD_SETTLE_S) -> int:
+    """Wait (bounded) until the server holds no connection fd; return how many it holds."""
+    deadline = time.monotonic() + timeout
+    held = server_conn_fds(port)
+    while held and time.monotonic() < deadline:
+        time.sleep(0.05)
+        held = server_conn_fds(port)
+    return held
+
+
+def lazy_fd_allowance(backend_name: str, worker_threads: int = NATIVE_WORKERS) -> int:
+    """Descriptors a server may open after the baseline without leaking: the native
+    backend gives each worker its own asyncio loop (epoll + self-pipe pair) the first
+    time that worker runs ``async`` code."""
+    return FD_SLACK + (3 * worker_threads if backend_name == "native" else 0)
 
 
 def rss_bytes() -> int:
