@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench soak soak-short clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	bench/run.sh
+
+# Mixed load on each backend watching RSS, fds and threads (bench/soak.py; SOAK_S
+# seconds a backend, 600 by default); JSON + PNG in bench/results/ (not committed).
+SOAK_S ?= 600
+soak: $(BENCH_STAMP)
+	SOAK_S=$(SOAK_S) $(PY) bench/soak.py
+
+soak-short: $(BENCH_STAMP)
+	SOAK_S=60 $(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
