@@ -14,6 +14,7 @@ for a slow reader, the half-close for a half-open client.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 import time
@@ -26,9 +27,9 @@ TRICKLE_S = 0.1
 SLOW_READER_RCVBUF = 16384
 #: Bytes a slow reader drains at the end before deciding the server never cut it: a
 #: cut connection has at most its socket buffers left; an uncut one streams 1 GiB.
-SLOW_READER_DRAIN_CAP = 32 * 1024 * 1024
+SLOW_READER_DRAIN_CAP = 8 * 1024 * 1024
 #: Longest the final drain of a slow reader may take.
-SLOW_READER_DRAIN_S = 5.0
+SLOW_READER_DRAIN_S = 3.0
 #: Longest wait for one connect (and TLS handshake) of an attacker.
 CONNECT_TIMEOUT_S = 10.0
 #: Exceptions that mean the server closed or reset the connection.
@@ -168,9 +169,16 @@ async def _half_open(port: int, client_ssl: ssl.SSLContext | None, phase_s: floa
     try:
         writer.write(_SLOWLORIS_HEAD)
         await writer.drain()
-        # FIN on the TCP socket itself (under TLS too: a peer gone without close_notify).
-        writer.get_extra_info("socket").shutdown(socket.SHUT_WR)
         started = time.monotonic()
+        # FIN on the TCP socket itself (under TLS too: a peer gone without close_notify).
+        try:
+            writer.get_extra_info("socket").shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+            # Already reset by the server: on a loaded machine the handshake or the
+            # head can outlast the short deadlines of the test. Cut, just earlier.
+            return Outcome("half_open", 0.0)
         if await _closed_within(reader, phase_s):
             return Outcome("half_open", time.monotonic() - started)
         return Outcome("half_open", None)

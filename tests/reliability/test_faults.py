@@ -50,7 +50,7 @@ HANG_DRAIN_MS = 500
 #: Longest the never-returning handler blocks (released at the end of the test).
 HANG_MAX_S = 30.0
 #: Longest the server may take to stop once the drain deadline passed.
-STOP_AFTER_DRAIN_S = 5.0
+STOP_AFTER_DRAIN_S = 3.0
 #: Body bytes a mid-body reset sends of the announced length.
 PARTIAL_BODY = 1000
 
