@@ -115,7 +115,9 @@ def _attack(serve: Any, transport: str, backend: str, kinds: list[str],
     try:
         srv = serve(app, read_timeout_ms=READ_TIMEOUT_MS, write_timeout_ms=WRITE_TIMEOUT_MS,
                     keepalive_timeout_ms=KEEPALIVE_TIMEOUT_MS,
-                    max_connections=max(1024, 2 * attackers))
+                    max_connections=max(1024, 2 * attackers),
+                    # Room for the whole burst of connects: the storm is test_storm's.
+                    kernel_backlog=min(65535, max(128, attackers)))
         with httpx_client(srv) as warm:  # lazily created pools and pipes exist from here
             assert warm.get(f"{srv.url}/").text == HELLO
         fds_before = wait_fds_back(open_fds())
