@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean fuzz test-matrix autobahn autobahn-quick deploy-deps
+.PHONY: run test lint typecheck pytest bench soak soak-short clean fuzz test-matrix autobahn autobahn-quick deploy-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,15 @@ autobahn: $(STAMP) $(AB_STAMP)
 
 autobahn-quick: $(STAMP) $(AB_STAMP)
 	$(PY) tests/autobahn/run.py --python2 $(AB_PYTHON) --site $(AB_SITE) --outdir $(AB_DIR)/reports --quick
+
+# Mixed load on each backend watching RSS, fds and threads (bench/soak.py; SOAK_S
+# seconds a backend, 600 by default); JSON + PNG in bench/results/ (not committed).
+SOAK_S ?= 600
+soak: $(BENCH_STAMP)
+	SOAK_S=$(SOAK_S) $(PY) bench/soak.py
+
+soak-short: $(BENCH_STAMP)
+	SOAK_S=60 $(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .nox .fuzz .hypothesis .autobahn
