@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 from integration.apps import HELLO, app
 from integration.rawhttp import httpx_client
 
@@ -170,9 +169,5 @@ def test_slow_clients_are_cut_while_a_good_client_is_served(serve, transport, ba
 def test_slow_readers_are_cut_while_a_good_client_is_served(
         serve, transport, backend, request):
     """Clients that ask for a large response and never read it."""
-    if backend == "native":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "native writes block a worker for up to write_timeout_ms per stalled "
-            "client: more slow readers than workers starve everyone (see the report)")))
     readers = max(MIN_SLOW_READERS, env_int("ZZZ_ATTACKERS", DEFAULT_ATTACKERS) // 5)
     _attack(serve, transport, backend, ["slow_reader"] * readers, SLOW_READER_PHASE_S)

@@ -33,7 +33,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import AsyncIterable, Awaitable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from zzz.backends._coroutines import SharedLoop
@@ -83,6 +83,12 @@ CUT_JOIN_S = 0.1
 #: all of it went out, so slicing makes a slow reader's progress visible to the
 #: write timeout (four TLS records).
 TLS_SEND_SLICE = 4 * 16384
+#: How long a worker waits for a slow reader's socket to take more of a streamed
+#: response before parking the connection for writability (a fast reader drains a
+#: full buffer well within this; a stalled one no longer holds the worker).
+WAIT_BEFORE_WRITE_PARK_S = 0.002
+#: Streamed-response states of :meth:`NativeBackend._write_stream`.
+_STREAM_DONE, _STREAM_PARKED, _STREAM_CLOSED = 0, 1, 2
 #: How often a worker pumping a streamed body to a coroutine re-checks whether the
 #: coroutine finished (or first read the body) while the socket is silent.
 PUMP_POLL_S = 0.05
@@ -177,8 +183,9 @@ class Conn:
     """
 
     __slots__ = ("body_error", "deadline", "engine", "extensions", "fd", "handshaking",
-                 "idle_since", "linger_left", "lingering", "pending", "sock", "tls",
-                 "waiting", "waiting_request", "ws")
+                 "idle_since", "linger_left", "lingering", "out_pieces", "out_request",
+                 "out_source", "out_view", "pending", "sock", "tls", "waiting",
+                 "waiting_request", "ws")
 
     def __init__(self, sock: socket.socket, engine: HTTPConnection, tls: bool = False) -> None:
         self.sock = sock
@@ -208,6 +215,13 @@ class Conn:
         #: The engine refused the streamed body being read (413, 400, 408): the
         #: answer is this error, whatever the application made of the broken body.
         self.body_error: ProtocolError | None = None
+        #: A streamed response waiting for the client to read (parked for POLLOUT so a
+        #: slow reader holds no worker): the unsent bytes, the pieces still to come,
+        #: the stream to close at the end, and the request it answers.
+        self.out_view: memoryview | None = None
+        self.out_pieces: Iterator[bytes] | None = None
+        self.out_source: Iterable[bytes] | AsyncIterable[bytes] | None = None
+        self.out_request: Request | None = None
 
     def recv(self) -> bytes | None:
         """Whatever has arrived, ``b""`` at EOF, ``None`` when nothing is waiting."""
@@ -256,7 +270,8 @@ class Parker:
             self._selector.register(self._listener_fd, selectors.EVENT_READ)
             self._selector.register(self._wake_fd, selectors.EVENT_READ)
 
-    def park(self, conn: Conn) -> None:
+    def park(self, conn: Conn, writable: bool = False) -> None:
+        """Wait until ``conn`` is readable (or, with ``writable``, can take more output)."""
         conn.idle_since = time.monotonic()
         fd = conn.fd
         with self._lock:
@@ -265,7 +280,10 @@ class Parker:
                 self._pending.append(conn)
                 self.wake()
                 return
-            mask = select.EPOLLIN | select.EPOLLONESHOT | select.EPOLLRDHUP
+            if writable:
+                mask = select.EPOLLOUT | select.EPOLLONESHOT
+            else:
+                mask = select.EPOLLIN | select.EPOLLONESHOT | select.EPOLLRDHUP
             try:
                 if self._armed.get(fd) is conn:
                     self._epoll.modify(fd, mask)
@@ -319,7 +337,8 @@ class Parker:
         assert selector is not None
         while self._pending:
             conn = self._pending.popleft()
-            selector.register(conn.fd, selectors.EVENT_READ, conn)
+            wanted = selectors.EVENT_WRITE if conn.out_pieces is not None else selectors.EVENT_READ
+            selector.register(conn.fd, wanted, conn)
         for key, _ in selector.select(timeout):
             if key.fd == self._listener_fd:
                 accept = True
@@ -556,7 +575,11 @@ class NativeBackend:
             if conn.deadline is not None:
                 if now >= conn.deadline:
                     self.parker.forget(conn)
-                    if conn.handshaking:
+                    if conn.out_pieces is not None:
+                        log.info("client %s stopped reading: dropped after write timeout",
+                                 conn.engine)
+                        self._end_stream(conn)
+                    elif conn.handshaking:
                         log.info("TLS handshake with %s timed out", _peer(conn))
                         self.server.observer.tls_failed()
                     elif not conn.lingering:  # a lingering close just ends
@@ -625,7 +648,10 @@ class NativeBackend:
             self.websockets.serve(conn)
             return
         engine = conn.engine
-        if conn.waiting is not None:
+        if conn.out_pieces is not None:
+            if not self._continue_stream(conn):
+                return
+        elif conn.waiting is not None:
             if not self._resume(conn):
                 return
         elif conn.handshaking and not self._handshake(conn):
@@ -699,6 +725,8 @@ class NativeBackend:
                         self._hand_off(conn, event, result)
                         return False
                     if not self._respond(conn, event, result, out):
+                        if conn.out_pieces is not None:  # parked mid-stream: keep the rest
+                            conn.pending.extendleft(reversed(events[i:]))
                         return False
                 elif kind is ExpectContinue:
                     assert isinstance(event, ExpectContinue)
@@ -851,7 +879,7 @@ class NativeBackend:
             result = app_error(request)
         out: list[bytes] = []
         if not self._respond(conn, request, result, out):
-            return False
+            return False  # closed, or parked mid-stream (its continuation goes on)
         engine = conn.engine
         if engine.must_close:
             self._finish(conn, out)
@@ -887,29 +915,95 @@ class NativeBackend:
         stream = result.stream
         if stream is None:
             return True
-        try:
-            if request.method == "HEAD":
-                return True
-            # Streamed body: flush what is pending, then write chunk by chunk.
-            if not self._send(conn, b"".join(out)):
-                return False
-            out.clear()
+        if request.method == "HEAD":
+            self._close_stream(stream)  # never read: its ``finally`` blocks run now
+            return True
+        # Streamed body: the head and what is pending first, then piece by piece;
+        # a client that stops reading parks the connection instead of a worker.
+        conn.out_view = memoryview(b"".join(out))
+        out.clear()
+        conn.out_pieces = iter(self._aiterate(stream) if isinstance(stream, AsyncIterable)
+                               else stream)
+        conn.out_source = stream
+        conn.out_request = request
+        conn.deadline = time.monotonic() + self.write_timeout
+        state = self._write_stream(conn)
+        if state != _STREAM_DONE:
+            return False
+        out.append(engine.end())
+        return True
+
+    def _write_stream(self, conn: Conn) -> int:
+        """Write the parked stream of ``conn`` as far as the client takes it: done,
+        parked for writability (the worker is free), or closed (client gone, stream
+        failed, write timeout)."""
+        engine = conn.engine
+        pieces = conn.out_pieces
+        request = conn.out_request
+        assert pieces is not None and request is not None
+        flags = 0 if conn.tls else socket.MSG_DONTWAIT
+        while True:
+            view = conn.out_view
+            if view:
+                try:
+                    sent = conn.sock.send(view[:TLS_SEND_SLICE] if conn.tls else view, flags)
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    if _wait_fd(conn.fd, select.POLLOUT, WAIT_BEFORE_WRITE_PARK_S):
+                        continue
+                    if time.monotonic() >= (conn.deadline or 0.0):
+                        log.info("client %s stopped reading: dropped after write timeout",
+                                 conn.engine)
+                        self._end_stream(conn)
+                        self._close(conn)
+                        return _STREAM_CLOSED
+                    self.parker.park(conn, writable=True)
+                    return _STREAM_PARKED
+                except OSError:
+                    self._end_stream(conn)
+                    self._close(conn)
+                    return _STREAM_CLOSED
+                conn.out_view = view[sent:]
+                conn.deadline = time.monotonic() + self.write_timeout  # progress
+                continue
             try:
-                pieces = self._aiterate(stream) if isinstance(stream, AsyncIterable) else stream
-                for piece in pieces:
-                    framed = engine.chunk(piece)
-                    if framed and not self._send(conn, framed):
-                        return False
+                piece = next(pieces, None)
             except BaseException:  # as for the handler itself
                 log.exception("stream of %s %s failed; closing", request.method, request.path)
+                self._end_stream(conn)
                 self._close(conn)
-                return False
-            out.append(engine.end())
-            return True
-        finally:
-            # Finished, cut short by the client or never read (HEAD): either way the
-            # generator's ``finally`` blocks run now, not whenever the GC gets to it.
-            self._close_stream(stream)
+                return _STREAM_CLOSED
+            if piece is None:
+                self._end_stream(conn)
+                conn.deadline = None
+                return _STREAM_DONE
+            framed = engine.chunk(piece)
+            if framed:
+                conn.out_view = memoryview(framed)
+
+    def _end_stream(self, conn: Conn) -> None:
+        """Forget the parked stream; its ``finally`` blocks run now, not at GC time."""
+        source = conn.out_source
+        conn.out_view = conn.out_pieces = conn.out_source = None
+        conn.out_request = None
+        if source is not None:
+            self._close_stream(source)
+
+    def _continue_stream(self, conn: Conn) -> bool:
+        """A parked stream's client can take more: write on, then carry on with the
+        connection as the request's caller would have. False: parked again or closed."""
+        request = conn.out_request
+        assert request is not None
+        if self._write_stream(conn) != _STREAM_DONE:
+            return False
+        engine = conn.engine
+        out = [engine.end()]
+        if engine.must_close:
+            self._finish(conn, out)
+            return False
+        if not self._send(conn, b"".join(out)):
+            return False
+        conn.deadline = time.monotonic() + self.read_timeout if engine.in_request else None
+        return True
 
     def _close_stream(self, stream: Iterable[bytes] | AsyncIterable[bytes]) -> None:
         """``aclose()`` (on the shared loop) or ``close()`` a response stream."""
@@ -1055,6 +1149,8 @@ class NativeBackend:
 
     def _close(self, conn: Conn) -> None:
         self.parker.forget(conn)
+        if conn.out_pieces is not None:  # cut mid-stream (drain deadline, sweep)
+            self._end_stream(conn)
         conn.close()
         with self._open_lock:
             self.open_conns.discard(conn)
