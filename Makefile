@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	bench/run.sh
+
+# Under 2 minutes, before and after every hot-path change (not part of `make test`): both
+# backends against uvicorn, GET / POST / close, 2 interleaved rounds, ratios and CPU µs/req.
+# Writes bench/results/quick-<timestamp>.json and latest-quick.md/.png.
+bench-quick: $(BENCH_STAMP)
+	bench/run.sh --label quick --servers zzz-native,zzz-eventloop,uvicorn \
+		--scenarios plaintext,echo,close --rounds 2 --duration 2 --warmup 1 \
+		--compare zzz-native/uvicorn,zzz-eventloop/uvicorn
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
