@@ -300,6 +300,25 @@ def render_markdown(
                     row.append("n/a")
             out.append(f"| {a} / {b} | " + " | ".join(row) + " |")
         out.append("")
+        # On a shared machine req/s swings with whatever else runs; the CPU a server spends
+        # per request swings much less, so its ratio is the steadier comparison.
+        out += [
+            "## CPU ratios (the baseline's CPU µs/req / the first server's; above 1: the first "
+            "spends less CPU per request)",
+            "",
+        ]
+        out += ["| pair | " + " | ".join(scenario_names) + " |"]
+        out += ["|---|" + "---:|" * len(scenario_names)]
+        for a, b in compare:
+            row = []
+            for sc in scenario_names:
+                ca, cb = cells.get((a, sc), {}), cells.get((b, sc), {})
+                if ca.get("cpu_us") and cb.get("cpu_us"):
+                    row.append(f"{cb['cpu_us'] / ca['cpu_us']:.2f}x")
+                else:
+                    row.append("n/a")
+            out.append(f"| {a} / {b} | " + " | ".join(row) + " |")
+        out.append("")
     failures = [
         (name, sc, cells[(name, sc)]["error"])
         for name in server_names
@@ -346,7 +365,7 @@ def render_chart(
             xs.append(j - 0.4 + width * (i + 0.5))
             ys.append(cell.get("rps", 0.0))
         bars = ax.bar(xs, ys, width, label=name)
-        ax.bar_label(bars, labels=[f"{y / 1000:.0f}k" if y else "fail" for y in ys], fontsize=6)
+        ax.bar_label(bars, labels=[f"{y / 1000:.1f}k" if y else "fail" for y in ys], fontsize=6)
     ax.set_xticks(range(len(scenario_names)), scenario_names)
     ax.set_ylabel("req/s (median)")
     ax.set_title(
@@ -390,6 +409,40 @@ def parse_compare(text: str, names: list[str]) -> list[tuple[str, str]]:
         if sep and a in names and b in names:
             pairs.append((a, b))
     return pairs
+
+
+def publish(
+    out_dir: Path,
+    label: str,
+    doc: dict[str, Any],
+    cells: dict[tuple[str, str], dict[str, Any]],
+    compare_text: str,
+) -> None:
+    """Write ``<stamp>.json``, ``latest[-label].md`` and ``latest[-label].png`` for one run."""
+    meta = doc["meta"]
+    names, scenario_names = list(meta["servers"]), list(meta["scenarios"])
+    compare = parse_compare(compare_text, names)
+    table = render_markdown(meta, cells, names, scenario_names, compare)
+    latest = f"latest-{label}" if label else "latest"
+    chart = out_dir / f"{latest}.png"
+    if render_chart(chart, meta, cells, names, scenario_names):
+        table += f"\n![req/s per server and scenario]({chart.name})\n"
+    write_results(out_dir, meta["timestamp"], doc, f"{latest}.md", table)
+    if chart.exists():
+        print(f"chart: {chart}")
+
+
+def rerender(path: Path, out_dir: Path, label: str, compare_text: str) -> int:
+    """Redraw an earlier run's tables and chart from its JSON (rewritten unchanged)."""
+    doc = json.loads(path.read_text())
+    cells = {
+        (m["server"], m["scenario"]): {
+            k: v for k, v in m.items() if k not in ("server", "scenario")
+        }
+        for m in doc["medians"]
+    }
+    publish(out_dir, label, doc, cells, compare_text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,8 +494,16 @@ def main(argv: list[str] | None = None) -> int:
         default=servers.BASELINE_TREE,
         help="older zzz checkout the *-base servers run from (git worktree add PATH COMMIT)",
     )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="do not measure: redraw the tables and chart of an earlier run's JSON",
+    )
     args = p.parse_args(argv)
     servers.BASELINE_TREE = args.baseline_tree.resolve()
+    if args.render is not None:
+        return rerender(args.render, args.out_dir, args.label, args.compare)
 
     names = servers.parse_names(args.servers, HTTP_SERVERS)
     scenario_names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -532,20 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "scenarios": {s: asdict(SCENARIOS[s]) for s in scenario_names},
     }
-    compare = parse_compare(args.compare, names)
-    table = render_markdown(meta, cells, names, scenario_names, compare)
     doc = {
         "meta": meta,
         "runs": [asdict(r) for r in runs],
         "medians": [{"server": k[0], "scenario": k[1], **v} for k, v in sorted(cells.items())],
     }
-    latest = f"latest-{args.label}" if args.label else "latest"
-    chart = args.out_dir / f"{latest}.png"
-    if render_chart(chart, meta, cells, names, scenario_names):
-        table += f"\n![req/s per server and scenario]({chart.name})\n"
-    write_results(args.out_dir, stamp, doc, f"{latest}.md", table)
-    if chart.exists():
-        print(f"chart: {chart}")
+    publish(args.out_dir, args.label, doc, cells, args.compare)
     return 0
 
 
