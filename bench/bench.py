@@ -529,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     load_before = os.getloadavg()
+    # Recorded before measuring: the checkout may get new commits while a long run goes on.
+    commit = git_commit(servers.REPO_ROOT)
+    baseline_commit = (
+        git_commit(servers.BASELINE_TREE) if any(HTTP_SERVERS[n].baseline for n in names) else ""
+    )
     runs: list[Run] = []
     broken: dict[str, str] = {}
     done = 0
@@ -570,12 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "pinning": pin.description,
-        "commit": git_commit(servers.REPO_ROOT),
-        "baseline_commit": (
-            git_commit(servers.BASELINE_TREE)
-            if any(HTTP_SERVERS[n].baseline for n in names)
-            else ""
-        ),
+        "commit": commit,
+        "baseline_commit": baseline_commit,
         # Other work on the machine skews every figure; the load averages make that visible.
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
