@@ -67,6 +67,8 @@ DEFAULT_COMPARE = ",".join(
         "zzz-eventloop-async/zzz-eventloop-async-base",
     ]
 )
+# Failures that will repeat in every later cell of that server: it is skipped from then on.
+BROKEN_CAUSES = ("before answering", "no HTTP answer", "no baseline zzz checkout")
 RESULT_RE = re.compile(r"^BENCH_RESULT (\{.*\})$", re.MULTILINE)
 
 
@@ -564,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{run.error.strip()}",
                         flush=True,
                     )
-                    if "before answering" in run.error or "no HTTP answer" in run.error:
+                    if any(cause in run.error for cause in BROKEN_CAUSES):
                         broken[name] = first_line(run.error)
 
     cells = median_cells(runs)

@@ -472,7 +472,7 @@ def running(
     """Start ``spec`` on a free port, wait until it answers, and always stop it afterwards."""
     if spec.baseline and not (BASELINE_TREE / "zzz" / "__init__.py").is_file():
         raise ServerFailed(
-            f"no baseline zzz checkout at {BASELINE_TREE} (before answering): create one with "
+            f"no baseline zzz checkout at {BASELINE_TREE}: create one with "
             f"`git worktree add {BASELINE_TREE} <commit>` or pass --baseline-tree"
         )
     port = free_port()
