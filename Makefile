@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench soak soak-short clean fuzz test-matrix autobahn autobahn-quick deploy-deps
+.PHONY: run test lint typecheck pytest bench bench-quick bench-interfaces soak soak-short clean fuzz test-matrix autobahn autobahn-quick deploy-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,19 @@ soak: $(BENCH_STAMP)
 
 soak-short: $(BENCH_STAMP)
 	SOAK_S=60 $(PY) bench/soak.py
+
+# Under 2 minutes, before and after every hot-path change (not part of `make test`): both
+# backends against uvicorn, GET / POST / close, 2 interleaved rounds, ratios and CPU µs/req.
+# Writes bench/results/quick-<timestamp>.json and latest-quick.md/.png.
+bench-quick: $(BENCH_STAMP)
+	bench/run.sh --label quick --servers zzz-native,zzz-eventloop,uvicorn \
+		--scenarios plaintext,echo,close --rounds 2 --duration 2 --warmup 1 \
+		--compare zzz-native/uvicorn,zzz-eventloop/uvicorn
+
+# Issue 9: the same raw ASGI app (zzz eventloop/native, uvicorn, granian, hypercorn) and raw
+# WSGI app (zzz native/eventloop, gunicorn gthread, waitress, granian) in one interleaved run.
+bench-interfaces: $(BENCH_STAMP)
+	bench/run.sh --label interfaces --servers zzz-eventloop-asgi,zzz-native-asgi,uvicorn,granian,hypercorn,zzz-native-wsgi,zzz-eventloop-wsgi,gunicorn,waitress,granian-wsgi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .nox .fuzz .hypothesis .autobahn

@@ -8,7 +8,12 @@ For R rounds, for each scenario, for each server: start that server alone on 127
 (pinned to one CPU), check its answers, warm it up, run wrk (pinned to another CPU), stop it
 by PID. Interleaving rounds spreads slow drifts of the machine over every server. The median
 of the rounds is reported per cell; raw figures go to bench/results/<timestamp>.json and the
-table to stdout and bench/results/latest.md. A server that fails is reported and skipped.
+table to stdout and bench/results/latest.md, a bar chart to bench/results/latest.png. A server
+that fails is reported and skipped.
+
+Each measured run also records the server's CPU time (user and system, from /proc/<pid>/stat
+of the server and its workers) divided by the requests served: the per-request CPU budget,
+which shows a hot-path regression even when the machine is too noisy for req/s to.
 """
 
 from __future__ import annotations
@@ -37,7 +42,33 @@ ECHO_BODY_BYTES = 1024
 WRK_TIMEOUT_S = 5
 # Extra seconds wrk may run beyond --duration before the harness gives up on it.
 WRK_GRACE_S = 30
-DEFAULT_COMPARE = "zzz-native/waitress,zzz-eventloop/uvicorn,zzz-eventloop-async/uvicorn"
+# Pairs whose servers are not both in a run are left out of its ratio table.
+DEFAULT_COMPARE = ",".join(
+    [
+        "zzz-native/waitress",
+        "zzz-native/uvicorn",
+        "zzz-eventloop/uvicorn",
+        "zzz-eventloop-async/uvicorn",
+        # Issue 9: the same raw ASGI / WSGI app on zzz and on its peers.
+        "zzz-eventloop-asgi/uvicorn",
+        "zzz-eventloop-asgi/granian",
+        "zzz-eventloop-asgi/hypercorn",
+        "zzz-native-asgi/uvicorn",
+        "zzz-native-wsgi/gunicorn",
+        "zzz-native-wsgi/waitress",
+        "zzz-native-wsgi/granian-wsgi",
+        "zzz-eventloop-wsgi/gunicorn",
+        "zzz-eventloop-wsgi/waitress",
+        "zzz-eventloop-wsgi/granian-wsgi",
+        # Before/after: current zzz over the baseline checkout.
+        "zzz-native/zzz-native-base",
+        "zzz-native-async/zzz-native-async-base",
+        "zzz-eventloop/zzz-eventloop-base",
+        "zzz-eventloop-async/zzz-eventloop-async-base",
+    ]
+)
+# Failures that will repeat in every later cell of that server: it is skipped from then on.
+BROKEN_CAUSES = ("before answering", "no HTTP answer", "no baseline zzz checkout")
 RESULT_RE = re.compile(r"^BENCH_RESULT (\{.*\})$", re.MULTILINE)
 
 
@@ -77,6 +108,13 @@ class Run:
     requests: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     start_s: float = 0.0
+    # Server CPU time per completed request during the measured run, microseconds.
+    cpu_user_us: float = 0.0
+    cpu_sys_us: float = 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_user_us + self.cpu_sys_us
 
 
 def check_answers(port: int, scenario: Scenario) -> None:
@@ -142,7 +180,9 @@ def measure(
             check_answers(srv.port, sc)
             if args.warmup > 0:
                 run_wrk(wrk_command(args, pin, srv.port, sc, args.warmup), sc, args.warmup)
+            cpu_before = servers.tree_cpu_seconds(srv.pid)
             res = run_wrk(wrk_command(args, pin, srv.port, sc, args.duration), sc, args.duration)
+            cpu_after = servers.tree_cpu_seconds(srv.pid)
             if srv.proc.poll() is not None:
                 raise ServerFailed(f"server died during the run\n{srv.log_tail()}")
     except (ServerFailed, subprocess.TimeoutExpired, OSError) as exc:
@@ -153,6 +193,9 @@ def measure(
     run.rps = res["requests"] / (res["duration_us"] / 1e6) if res["duration_us"] else 0.0
     run.p50_ms = res["p50_us"] / 1000
     run.p99_ms = res["p99_us"] / 1000
+    if run.requests:
+        run.cpu_user_us = (cpu_after[0] - cpu_before[0]) * 1e6 / run.requests
+        run.cpu_sys_us = (cpu_after[1] - cpu_before[1]) * 1e6 / run.requests
     # wrk counts non-2xx/3xx replies as status errors: those requests are not successes.
     bad = run.errors.get("status", 0) + run.errors.get("timeout", 0)
     if run.requests == 0 or bad > run.requests // 100:
@@ -177,6 +220,9 @@ def median_cells(runs: list[Run]) -> dict[tuple[str, str], dict[str, Any]]:
             cell["rps_max"] = max(r.rps for r in good)
             cell["p50_ms"] = statistics.median(r.p50_ms for r in good)
             cell["p99_ms"] = statistics.median(r.p99_ms for r in good)
+            cell["cpu_user_us"] = statistics.median(r.cpu_user_us for r in good)
+            cell["cpu_sys_us"] = statistics.median(r.cpu_sys_us for r in good)
+            cell["cpu_us"] = statistics.median(r.cpu_us for r in good)
             socket_errors = sum(sum(r.errors.values()) for r in good)
             cell["errors"] = socket_errors
         else:
@@ -210,12 +256,20 @@ def render_markdown(
         f"Load average (1/5/15 min) before: {meta['loadavg_before']}, after: "
         f"{meta['loadavg_after']} (above ~1 before the start means other work shared the CPUs)."
     )
+    out.append(f"zzz commit: {meta['commit']}.")
+    if meta.get("baseline_commit"):
+        out.append(f"Baseline (`*-base`) commit: {meta['baseline_commit']}.")
+    out.append(
+        "CPU µs/req: the server's user + system CPU time during the measured run (all its "
+        "threads and workers, from /proc/<pid>/stat) per completed request, median of the rounds."
+    )
     out.append("")
     for sc in scenario_names:
         out += [f"## {sc}: {SCENARIOS[sc].description}", ""]
         out += [
-            "| server | req/s | min-max req/s | p50 ms | p99 ms | runs ok | note |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| server | req/s | min-max req/s | p50 ms | p99 ms | CPU µs/req (user+sys) "
+            "| runs ok | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for name in server_names:
             cell = cells.get((name, sc))
@@ -227,11 +281,12 @@ def render_markdown(
                 out.append(
                     f"| {name} | {cell['rps']:,.0f} | "
                     f"{cell['rps_min']:,.0f}-{cell['rps_max']:,.0f} | {cell['p50_ms']:.2f} | "
-                    f"{cell['p99_ms']:.2f} | {runs} | {note} |"
+                    f"{cell['p99_ms']:.2f} | {cell['cpu_us']:.1f} "
+                    f"({cell['cpu_user_us']:.1f}+{cell['cpu_sys_us']:.1f}) | {runs} | {note} |"
                 )
             else:
                 reason = first_line(cell["error"]).replace("|", "/")[:120]
-                out.append(f"| {name} | FAILED | - | - | - | {runs} | {reason} |")
+                out.append(f"| {name} | FAILED | - | - | - | - | {runs} | {reason} |")
         out.append("")
     if compare:
         out += ["## Ratios (req/s of the first server / req/s of the baseline)", ""]
@@ -243,6 +298,25 @@ def render_markdown(
                 ca, cb = cells.get((a, sc), {}), cells.get((b, sc), {})
                 if "rps" in ca and "rps" in cb and cb["rps"]:
                     row.append(f"{ca['rps'] / cb['rps']:.2f}x")
+                else:
+                    row.append("n/a")
+            out.append(f"| {a} / {b} | " + " | ".join(row) + " |")
+        out.append("")
+        # On a shared machine req/s swings with whatever else runs; the CPU a server spends
+        # per request swings much less, so its ratio is the steadier comparison.
+        out += [
+            "## CPU ratios (the baseline's CPU µs/req / the first server's; above 1: the first "
+            "spends less CPU per request)",
+            "",
+        ]
+        out += ["| pair | " + " | ".join(scenario_names) + " |"]
+        out += ["|---|" + "---:|" * len(scenario_names)]
+        for a, b in compare:
+            row = []
+            for sc in scenario_names:
+                ca, cb = cells.get((a, sc), {}), cells.get((b, sc), {})
+                if ca.get("cpu_us") and cb.get("cpu_us"):
+                    row.append(f"{cb['cpu_us'] / ca['cpu_us']:.2f}x")
                 else:
                     row.append("n/a")
             out.append(f"| {a} / {b} | " + " | ".join(row) + " |")
@@ -262,6 +336,64 @@ def render_markdown(
     return "\n".join(out)
 
 
+def render_chart(
+    path: Path,
+    meta: dict[str, Any],
+    cells: dict[tuple[str, str], dict[str, Any]],
+    server_names: list[str],
+    scenario_names: list[str],
+) -> bool:
+    """Write a grouped bar chart of median req/s (one group per scenario) to ``path``.
+
+    matplotlib comes from the ``bench`` extra; without it the chart is skipped with a note
+    (False), the tables and JSON being the results of record.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display: write files only
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib not installed (pip install -e '.[bench]'): no chart")
+        return False
+    width = 0.8 / max(1, len(server_names))
+    fig, ax = plt.subplots(
+        figsize=(max(8.0, 1.6 + 0.45 * len(server_names) * len(scenario_names)), 5)
+    )
+    for i, name in enumerate(server_names):
+        xs, ys = [], []
+        for j, sc in enumerate(scenario_names):
+            cell = cells.get((name, sc), {})
+            xs.append(j - 0.4 + width * (i + 0.5))
+            ys.append(cell.get("rps", 0.0))
+        bars = ax.bar(xs, ys, width, label=name)
+        ax.bar_label(bars, labels=[f"{y / 1000:.1f}k" if y else "fail" for y in ys], fontsize=6)
+    ax.set_xticks(range(len(scenario_names)), scenario_names)
+    ax.set_ylabel("req/s (median)")
+    ax.set_title(
+        f"zzz benchmark {meta['timestamp']}: median of {meta['rounds']} round(s), "
+        f"{meta['duration']:g}s each",
+        fontsize=10,
+    )
+    ax.legend(fontsize=7, ncols=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def git_commit(tree: Path) -> str:
+    """``<short hash> <subject>`` of the checkout at ``tree`` (empty when it is not one)."""
+    proc = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -279,6 +411,40 @@ def parse_compare(text: str, names: list[str]) -> list[tuple[str, str]]:
         if sep and a in names and b in names:
             pairs.append((a, b))
     return pairs
+
+
+def publish(
+    out_dir: Path,
+    label: str,
+    doc: dict[str, Any],
+    cells: dict[tuple[str, str], dict[str, Any]],
+    compare_text: str,
+) -> None:
+    """Write ``<stamp>.json``, ``latest[-label].md`` and ``latest[-label].png`` for one run."""
+    meta = doc["meta"]
+    names, scenario_names = list(meta["servers"]), list(meta["scenarios"])
+    compare = parse_compare(compare_text, names)
+    table = render_markdown(meta, cells, names, scenario_names, compare)
+    latest = f"latest-{label}" if label else "latest"
+    chart = out_dir / f"{latest}.png"
+    if render_chart(chart, meta, cells, names, scenario_names):
+        table += f"\n![req/s per server and scenario]({chart.name})\n"
+    write_results(out_dir, meta["timestamp"], doc, f"{latest}.md", table)
+    if chart.exists():
+        print(f"chart: {chart}")
+
+
+def rerender(path: Path, out_dir: Path, label: str, compare_text: str) -> int:
+    """Redraw an earlier run's tables and chart from its JSON (rewritten unchanged)."""
+    doc = json.loads(path.read_text())
+    cells = {
+        (m["server"], m["scenario"]): {
+            k: v for k, v in m.items() if k not in ("server", "scenario")
+        }
+        for m in doc["medians"]
+    }
+    publish(out_dir, label, doc, cells, compare_text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +484,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-timeout", type=float, default=servers.START_TIMEOUT_S)
     p.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk binary")
     p.add_argument("--out-dir", type=Path, default=servers.RESULTS_DIR)
+    p.add_argument(
+        "--label",
+        default="",
+        help="name results <label>-<timestamp>.json and latest-<label>.md/.png "
+        "(e.g. quick), so they do not replace the full run's latest.md",
+    )
+    p.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=servers.BASELINE_TREE,
+        help="older zzz checkout the *-base servers run from (git worktree add PATH COMMIT)",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="do not measure: redraw the tables and chart of an earlier run's JSON",
+    )
     args = p.parse_args(argv)
+    servers.BASELINE_TREE = args.baseline_tree.resolve()
+    if args.render is not None:
+        return rerender(args.render, args.out_dir, args.label, args.compare)
 
     names = servers.parse_names(args.servers, HTTP_SERVERS)
     scenario_names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -332,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pin = servers.plan_pinning(not args.no_pin, args.server_cpu, args.wrk_cpu)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.label:
+        stamp = f"{args.label}-{stamp}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = args.out_dir / "logs" / stamp
     total = args.rounds * len(scenario_names) * len(names)
@@ -342,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     load_before = os.getloadavg()
+    # Recorded before measuring: the checkout may get new commits while a long run goes on.
+    commit = git_commit(servers.REPO_ROOT)
+    baseline_commit = (
+        git_commit(servers.BASELINE_TREE) if any(HTTP_SERVERS[n].baseline for n in names) else ""
+    )
     runs: list[Run] = []
     broken: dict[str, str] = {}
     done = 0
@@ -362,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                     extra = f" errors={run.errors}" if run.errors else ""
                     print(
                         f"[{done}/{total}] r{rnd} {sc_name:9} {name:20} {run.rps:10,.0f} req/s  "
-                        f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms{extra}  ({took:.0f}s)",
+                        f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  "
+                        f"cpu {run.cpu_us:5.1f} us/req{extra}  ({took:.0f}s)",
                         flush=True,
                     )
                 else:
@@ -371,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{run.error.strip()}",
                         flush=True,
                     )
-                    if "before answering" in run.error or "no HTTP answer" in run.error:
+                    if any(cause in run.error for cause in BROKEN_CAUSES):
                         broken[name] = first_line(run.error)
 
     cells = median_cells(runs)
@@ -382,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "pinning": pin.description,
+        "commit": commit,
+        "baseline_commit": baseline_commit,
         # Other work on the machine skews every figure; the load averages make that visible.
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
@@ -399,14 +596,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "scenarios": {s: asdict(SCENARIOS[s]) for s in scenario_names},
     }
-    compare = parse_compare(args.compare, names)
-    table = render_markdown(meta, cells, names, scenario_names, compare)
     doc = {
         "meta": meta,
         "runs": [asdict(r) for r in runs],
         "medians": [{"server": k[0], "scenario": k[1], **v} for k, v in sorted(cells.items())],
     }
-    write_results(args.out_dir, stamp, doc, "latest.md", table)
+    publish(args.out_dir, args.label, doc, cells, args.compare)
     return 0
 
 

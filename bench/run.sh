@@ -7,7 +7,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="$ROOT/.venv/bin/python"
+# BENCH_PYTHON: another interpreter with zzz and the bench extra (default: the project venv).
+PY="${BENCH_PYTHON:-$ROOT/.venv/bin/python}"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "bench: wrk not found, installing it with apt-get" >&2

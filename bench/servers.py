@@ -43,6 +43,10 @@ PROBE_TIMEOUT_S = 2.0
 PROBE_MAX_BYTES = 64 * 1024
 # Lines of a failed server's log quoted in the report.
 LOG_TAIL_LINES = 15
+#: Where the "-base" servers find an older zzz checkout to compare against (issue 8's
+#: "no more than 3 % of plaintext req/s" guard): ``git worktree add /tmp/zzz-old 188c368``.
+#: Overridden by ``BENCH_BASELINE_TREE`` or bench.py's ``--baseline-tree``.
+BASELINE_TREE = Path(os.environ.get("BENCH_BASELINE_TREE", "/tmp/zzz-old"))
 
 
 def _py() -> list[str]:
@@ -77,13 +81,31 @@ def _uvicorn(app: str, ws: bool) -> Callable[[int, bool], list[str]]:
     return argv
 
 
-def _granian(port: int, idle: bool) -> list[str]:
-    cmd = [*_py(), "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port)]
-    cmd += ["--workers", "1", "--runtime-threads", "1", "--loop", "uvloop", "--http", "1"]
-    cmd += ["--no-ws", "--log-level", "warning", "--no-access-log"]
+def _granian(interface: str) -> Callable[[int, bool], list[str]]:
+    def argv(port: int, idle: bool) -> list[str]:
+        cmd = [*_py(), "-m", "granian", "--interface", interface, "--host", HOST]
+        cmd += ["--port", str(port), "--workers", "1", "--runtime-threads", "1", "--http", "1"]
+        cmd += ["--no-ws", "--log-level", "warning", "--no-access-log"]
+        if interface == "asgi":
+            cmd += ["--loop", "uvloop"]
+            app = "bench.apps.asgi_app:app"
+        else:
+            # WSGI calls run on granian's blocking threads: as many as every other pool.
+            cmd += ["--blocking-threads", str(POOL_THREADS)]
+            app = "bench.apps.wsgi_app:app"
+        if idle:
+            # granian serves at most backlog/workers connections at once unless told otherwise.
+            cmd += ["--backpressure", "65536"]
+        return [*cmd, app]
+
+    return argv
+
+
+def _hypercorn(port: int, idle: bool) -> list[str]:
+    cmd = [*_py(), "-m", "hypercorn", "--bind", f"{HOST}:{port}", "--workers", "1"]
+    cmd += ["--worker-class", "uvloop", "--log-level", "warning"]
     if idle:
-        # granian serves at most backlog/workers connections at once unless told otherwise.
-        cmd += ["--backpressure", "65536"]
+        cmd += ["--keep-alive", "600", "--backlog", "1024"]
     return [*cmd, "bench.apps.asgi_app:app"]
 
 
@@ -114,6 +136,17 @@ class ServerSpec:
     name: str
     argv: Callable[[int, bool], list[str]]
     note: str
+    #: Run from BASELINE_TREE with only it on PYTHONPATH: the older zzz, same bench apps.
+    baseline: bool = False
+
+    def cwd(self) -> Path:
+        return BASELINE_TREE if self.baseline else REPO_ROOT
+
+    def env(self) -> dict[str, str] | None:
+        """The environment to start it with (None: inherit ours)."""
+        if not self.baseline:
+            return None
+        return {**os.environ, "PYTHONPATH": str(BASELINE_TREE)}
 
 
 _NATIVE_EXTRA = ["--worker-threads", str(POOL_THREADS)]
@@ -124,6 +157,8 @@ _OBSERVED_EXTRA = ["--metrics-path", "/metrics", "--health-path", "/healthz",
 #: harness sends the server's stderr to a log file).
 _LOGGED_EXTRA = [*_OBSERVED_EXTRA, "--access-log", "--log-level", "info"]
 _OBSERVED_APP = "bench.apps.zzz_observed_app:app"
+# The event-loop backend runs WSGI on its blocking pool: the same 4 threads as every pool.
+_EVENTLOOP_WSGI_EXTRA = ["--interface", "wsgi", "--eventloop-blocking-threads", str(POOL_THREADS)]
 
 HTTP_SERVERS: dict[str, ServerSpec] = {
     s.name: s
@@ -173,7 +208,61 @@ HTTP_SERVERS: dict[str, ServerSpec] = {
             _uvicorn("bench.apps.asgi_app:app", ws=False),
             "uvicorn, raw ASGI, --http httptools --loop uvloop, 1 worker",
         ),
-        ServerSpec("granian", _granian, "granian --interface asgi, 1 worker, 1 runtime thread"),
+        # The same raw ASGI / WSGI apps the competitors serve, on zzz's interface adapters.
+        ServerSpec(
+            "zzz-eventloop-asgi",
+            _zzz("bench.apps.asgi_app:app", "eventloop", ["--interface", "asgi"]),
+            "zzz eventloop backend, raw ASGI app (--interface asgi)",
+        ),
+        ServerSpec(
+            "zzz-native-asgi",
+            _zzz("bench.apps.asgi_app:app", "native", [*_NATIVE_EXTRA, "--interface", "asgi"]),
+            f"zzz native backend, {POOL_THREADS} worker threads, raw ASGI app (shared loop)",
+        ),
+        ServerSpec(
+            "zzz-native-wsgi",
+            _zzz("bench.apps.wsgi_app:app", "native", [*_NATIVE_EXTRA, "--interface", "wsgi"]),
+            f"zzz native backend, {POOL_THREADS} worker threads, raw WSGI app",
+        ),
+        ServerSpec(
+            "zzz-eventloop-wsgi",
+            _zzz("bench.apps.wsgi_app:app", "eventloop", _EVENTLOOP_WSGI_EXTRA),
+            f"zzz eventloop backend, raw WSGI app on a {POOL_THREADS}-thread blocking pool",
+        ),
+        # The same zzz apps on an older checkout (BASELINE_TREE), for before/after runs.
+        ServerSpec(
+            "zzz-native-base",
+            _zzz("bench.apps.zzz_app:app", "native", _NATIVE_EXTRA),
+            "zzz-native on the baseline checkout",
+            baseline=True,
+        ),
+        ServerSpec(
+            "zzz-native-async-base",
+            _zzz("bench.apps.zzz_async_app:app", "native", _NATIVE_EXTRA),
+            "zzz-native-async on the baseline checkout",
+            baseline=True,
+        ),
+        ServerSpec(
+            "zzz-eventloop-base",
+            _zzz("bench.apps.zzz_app:app", "eventloop", []),
+            "zzz-eventloop on the baseline checkout",
+            baseline=True,
+        ),
+        ServerSpec(
+            "zzz-eventloop-async-base",
+            _zzz("bench.apps.zzz_async_app:app", "eventloop", []),
+            "zzz-eventloop-async on the baseline checkout",
+            baseline=True,
+        ),
+        ServerSpec(
+            "granian", _granian("asgi"), "granian --interface asgi, 1 worker, 1 runtime thread"
+        ),
+        ServerSpec(
+            "granian-wsgi",
+            _granian("wsgi"),
+            f"granian --interface wsgi, 1 worker, 1 runtime thread, {POOL_THREADS} blocking threads",
+        ),
+        ServerSpec("hypercorn", _hypercorn, "hypercorn -k uvloop, raw ASGI, 1 worker"),
         ServerSpec("waitress", _waitress, f"waitress, raw WSGI, {POOL_THREADS} threads"),
         ServerSpec(
             "gunicorn",
@@ -321,7 +410,14 @@ class ServerFailed(Exception):
 class RunningServer:
     """A server process this harness started; only this PID (and its group) is ever signalled."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        cwd: Path = REPO_ROOT,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -332,7 +428,8 @@ class RunningServer:
         # SIGKILL can also reach workers it forked (gunicorn) and nothing else.
         self.proc = subprocess.Popen(
             argv,
-            cwd=REPO_ROOT,
+            cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -400,8 +497,14 @@ def running(
     timeout: float = START_TIMEOUT_S,
 ) -> Iterator[RunningServer]:
     """Start ``spec`` on a free port, wait until it answers, and always stop it afterwards."""
+    if spec.baseline and not (BASELINE_TREE / "zzz" / "__init__.py").is_file():
+        raise ServerFailed(
+            f"no baseline zzz checkout at {BASELINE_TREE}: create one with "
+            f"`git worktree add {BASELINE_TREE} <commit>` or pass --baseline-tree"
+        )
     port = free_port()
-    server = RunningServer(spec.name, [*pin.server, *spec.argv(port, idle)], log_path)
+    argv = [*pin.server, *spec.argv(port, idle)]
+    server = RunningServer(spec.name, argv, log_path, spec.cwd(), spec.env())
     try:
         server.wait_ready(port, timeout)
         yield server
@@ -426,3 +529,38 @@ def tree_rss_bytes(pid: int) -> int:
             with contextlib.suppress(OSError):
                 total += rss_bytes(int(child))
     return total
+
+
+# --- CPU accounting --------------------------------------------------------------------------
+
+#: Clock ticks per second of the utime/stime fields of /proc/<pid>/stat.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every live process below it (a master's workers and their children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pid`` and its live descendants.
+
+    Fields 14 and 15 of /proc/<pid>/stat, all threads included; the command name (field 2)
+    may hold spaces, so the fields are counted after its closing parenthesis.
+    """
+    user = system = 0
+    for proc in _descendants(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{proc}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
