@@ -30,6 +30,18 @@ INTERFACES: dict[str, str] = {
 INTERFACE_CHOICES = ("auto", "zzz", "asgi", "wsgi")
 
 
+#: Request bodies up to this size, announced by Content-Length, are buffered before an
+#: ASGI or WSGI app runs (they arrive with the head in one read: no flow-control
+#: machinery per request, the fast path); larger or chunked bodies are streamed.
+SMALL_BODY_BYTES = 64 * 1024
+
+
+def streams_body(request: Any) -> bool:
+    """The ASGI/WSGI adapters' ``stream_body``: stream unless the body is small and sized."""
+    length = request.headers.get("content-length")
+    return length is None or not length.isdigit() or int(length) > SMALL_BODY_BYTES
+
+
 class InterfaceError(ValueError):
     """The object cannot be served as the requested (or any) interface."""
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from zzz.body import BodyError
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.interfaces import streams_body
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -96,7 +97,8 @@ class ASGIApplication:
     # ------------------------------------------------------------------ contract
 
     def stream_body(self, request: Request) -> bool:
-        return True  # receive() hands the body out as it arrives
+        """Large or chunked bodies reach receive() as they arrive; small ones whole."""
+        return streams_body(request)
 
     def check_continue(self, request: Request) -> Response | None:
         return None  # streamed bodies: 100 Continue goes out on the first receive()

@@ -29,6 +29,7 @@ from urllib.parse import unquote_to_bytes
 
 from zzz.http.request import Request
 from zzz.http.response import FileBody, Response
+from zzz.interfaces import streams_body
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -141,7 +142,8 @@ class WSGIApplication:
         return f"<WSGIApplication {self.app!r}>"
 
     def stream_body(self, request: Request) -> bool:
-        return True
+        """Large or chunked bodies reach wsgi.input as they arrive; small ones whole."""
+        return streams_body(request)
 
     def check_continue(self, request: Request) -> Response | None:
         return None
