@@ -15,7 +15,7 @@ import os
 from hypothesis import HealthCheck, settings
 
 #: Examples per property in the short run (the whole fuzz suite stays well under 30 s).
-CI_EXAMPLES = 150
+CI_EXAMPLES = 100
 #: Examples per property in ``make fuzz`` unless FUZZ_EXAMPLES says otherwise.
 FUZZ_EXAMPLES = 20_000
 

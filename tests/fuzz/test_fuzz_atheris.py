@@ -18,8 +18,8 @@ pytest.importorskip("atheris", reason="atheris is in the fuzz extra (make fuzz i
 
 HERE = Path(__file__).resolve().parent
 #: Inputs per target in the short pass, and the time bound that caps it on a busy machine.
-SHORT_RUNS = 4000
-SHORT_MAX_S = 6
+SHORT_RUNS = 3000
+SHORT_MAX_S = 4
 #: Wall-clock bound of the subprocess (start-up and instrumentation included).
 PROCESS_TIMEOUT_S = 60
 
