@@ -1142,7 +1142,11 @@ class NativeBackend:
                 return
 
     def _park_or_close(self, conn: Conn) -> None:
-        if self.stop.is_set() and not conn.engine.in_request:
+        """Park a connection with nothing to read; during a drain close it instead
+        when it is idle — but a fresh one whose first request may still be on its way
+        (accepted just before the listener closed) waits for it like the drain does."""
+        if (self.stop.is_set() and not conn.engine.in_request
+                and may_close_idle(conn.engine, time.monotonic() - conn.idle_since)):
             self._close(conn)
             return
         self.parker.park(conn)
