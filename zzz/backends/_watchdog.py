@@ -8,7 +8,9 @@ blocked, so the watchdog is two halves:
 * on the loop, a heartbeat callback stamps the time every ``threshold / 2``;
 * on its own thread, the watchdog wakes as often and, when the stamp is older
   than the threshold, logs one warning for that stall naming what runs on the
-  loop right now (the request the backend marked as current) and how to fix it.
+  loop right now and how to fix it. It finds the request by walking the loop
+  thread's stack (``sys._current_frames``) for the innermost frame holding a
+  :class:`Request`: the hot path marks nothing, so an unstalled loop pays nothing.
 
 It also keeps the largest lag seen (``lag_s``), read by the metrics gauge.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +27,10 @@ from collections.abc import Callable
 from zzz.http.request import Request
 
 log = logging.getLogger("zzz.eventloop")
+
+#: Frames of the loop thread searched for the request being handled (a handler's own
+#: calls sit above the backend's frame; this bounds the walk, not the handler).
+MAX_STACK_DEPTH = 200
 
 
 class LoopWatchdog:
@@ -33,13 +40,13 @@ class LoopWatchdog:
         self,
         loop: asyncio.AbstractEventLoop,
         threshold_ms: int,
-        current: Callable[[], Request | None],
+        thread_id: int,
         describe: Callable[[Request], str],
     ) -> None:
         self.loop = loop
         self.threshold = threshold_ms / 1000.0
         self.interval = self.threshold / 2
-        self.current = current
+        self.thread_id = thread_id
         self.describe = describe
         #: Lag of the last heartbeat behind its schedule, in seconds (a gauge).
         self.lag_s = 0.0
@@ -53,6 +60,18 @@ class LoopWatchdog:
         self._beat = time.monotonic()
         self._handle = self.loop.call_later(self.interval, self._heartbeat)
         self._thread.start()
+
+    def current(self) -> Request | None:
+        """The request being handled on the loop thread now, from its stack (or None)."""
+        frame = sys._current_frames().get(self.thread_id)
+        depth = 0
+        while frame is not None and depth < MAX_STACK_DEPTH:
+            for value in frame.f_locals.values():
+                if isinstance(value, Request):
+                    return value
+            frame = frame.f_back
+            depth += 1
+        return None
 
     def stop(self) -> None:
         self._stopped.set()

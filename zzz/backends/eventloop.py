@@ -133,9 +133,6 @@ class LoopState:
         self.shutting_down = False
         #: The loop's thread (a streamed body's reader may call back from another).
         self.thread_id = threading.get_ident()
-        #: The request whose handler runs inline on the loop right now (the watchdog
-        #: names it when the loop is held too long).
-        self.current: Request | None = None
         #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
         self.watchdog: LoopWatchdog | None = None
         self.aserver: asyncio.base_events.Server | None = None
@@ -272,13 +269,10 @@ class HttpProtocol(asyncio.Protocol):
             request = events[0]
             if (type(request) is Request and not request.upgrade and not request.streamed
                     and not self._extensions):
-                state = self._state
-                state.current = request
                 try:
-                    result = state.backend.server.handle(request)
+                    result = self._state.backend.server.handle(request)
                 except Exception:
                     result = app_error(request)
-                state.current = None
                 if type(result) is Response and result.stream is None and result.file is None:
                     transport = self.transport
                     if transport is None:
@@ -351,12 +345,10 @@ class HttpProtocol(asyncio.Protocol):
                     self._open_body(event)
                     batch = batch[:i] + self._feed_body(batch[i:], 0)
                     n = len(batch)
-                state.current = event
                 try:
                     result = server.handle(event)
                 except Exception:
                     result = app_error(event)
-                state.current = None
                 if type(result) is Response and result.upgrade is not None:
                     out.append(engine.serialize(result, event))
                     transport.write(b"".join(out))
@@ -925,7 +917,7 @@ class EventLoopBackend:
         watchdog = None
         if self.config.loop_block_warn_ms:
             watchdog = LoopWatchdog(loop, self.config.loop_block_warn_ms,
-                                    lambda: state.current, self._describe)
+                                    state.thread_id, self._describe)
             watchdog.start()
             state.watchdog = watchdog
         if main:
