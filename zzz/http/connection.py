@@ -424,7 +424,8 @@ class HTTPConnection:
             return []  # RFC 9112 §9.6: nothing after a "close" request is processed
         if self._pending is not None:
             self._continue_pending(data)
-            self._replay_extension_method()
+            if self._replay is not None:
+                self._replay_extension_method()
             events, self._events = self._events, []
             return events
         n = len(data)
@@ -526,7 +527,8 @@ class HTTPConnection:
                 self._state = _BODY_CHUNKED
             if self._stopped or self._dead:
                 break
-        self._replay_extension_method()
+        if self._replay is not None:  # an extension method to parse again (rare)
+            self._replay_extension_method()
         events, self._events = self._events, []
         return events
 
