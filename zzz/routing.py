@@ -24,7 +24,7 @@ a route without middleware pays nothing for it.
 
 Every 500 the router answers for an application bug is logged once, naming the
 method, path and handler (``module.qualname``, also recorded on the request as
-``request.extensions["zzz.handler"]`` for logs written further down). A
+``request.handler`` for logs written further down). A
 response is checked where it is built: the context's helpers check their
 arguments at the call, and a ready-made ``Response`` (set or returned) is
 checked when the router adopts it, so no invalid body or header reaches a
@@ -64,9 +64,6 @@ Handler = Callable[[Context], Awaitable[None] | None]
 Middleware = Handler
 H = TypeVar("H", bound=Callable[..., Any])
 F = TypeVar("F", bound=Hook)
-
-#: Key of ``request.extensions`` naming the handler the router chose (``module.qualname``).
-HANDLER_KEY = "zzz.handler"
 
 #: Methods the server recognises even without a route for them: an unmatched
 #: request with one of these is a 404; any other method (an extension method such
@@ -904,13 +901,12 @@ class Router:
         route = self._static.get((request.method, request.path))
         if route is None:
             return self._handle_slow(request, server)
-        request.extensions[HANDLER_KEY] = route.label
+        request.handler = route.label
         ctx = Context(request, server, route.chain, None, route, self)
         if route.is_async:
             return self._run_async(ctx, route.first)
         first = route.first
-        if (route.offload or (server is not None and server.offload_all_sync)) and (
-                server is not None and server.offload_sync):
+        if (route.offload or server.offload_all_sync) and server.offload_sync:
             return self._run_offloaded(ctx, first)
         try:
             result = first(ctx)
@@ -929,13 +925,12 @@ class Router:
             return self._error(Context(request, server, app=self), exc)
         if found is not None:
             route, params = found
-            request.extensions[HANDLER_KEY] = route.label
+            request.handler = route.label
             ctx = Context(request, server, route.chain, params, route, self)
             first = route.first
             if route.is_async:
                 return self._run_async(ctx, first)
-            if (route.offload or (server is not None and server.offload_all_sync)) and (
-                    server is not None and server.offload_sync):
+            if (route.offload or server.offload_all_sync) and server.offload_sync:
                 return self._run_offloaded(ctx, first)
         else:
             if not self._middleware:

@@ -74,6 +74,9 @@ class Server:
         self.stream_body: StreamPredicate | None = getattr(self.app, "stream_body", None)
         #: Set once: stop accepting, finish in-flight work, drain, stop.
         self.shutting_down = threading.Event()
+        #: ``shutting_down`` as a plain flag, for the per-request check of a backend's
+        #: hot path (an attribute read instead of a method call).
+        self.stopping = False
         #: Set by the backend when the listening socket accepts connections.
         self.ready = threading.Event()
         #: Set by the backend when it has stopped completely.
@@ -141,6 +144,7 @@ class Server:
         """The backend's drain begins: stop accepting, finish in-flight work."""
         if self.shutting_down.is_set():
             return
+        self.stopping = True
         self.shutting_down.set()
         with self._hooks_lock:
             hooks = list(self._shutdown_hooks)

@@ -16,7 +16,6 @@ import zzz
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.lifecycle import StartupError, State
-from zzz.routing import HANDLER_KEY
 
 
 def fake_server(drain_timeout_ms: int = 1000) -> Any:
@@ -109,7 +108,7 @@ def test_handler_is_recorded_on_the_request() -> None:
 
     @app.get("/a/:id")
     def show(ctx: zzz.Context) -> None:
-        ctx.text(200, ctx.request.extensions[HANDLER_KEY])
+        ctx.text(200, ctx.request.handler or "")
 
     assert get(app, "/a/1").body == f"{__name__}.test_handler_is_recorded_on_the_request" \
         ".<locals>.show".encode()

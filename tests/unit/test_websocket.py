@@ -32,6 +32,9 @@ from zzz.websocket import (
     negotiate_extensions,
 )
 
+#: What Router.handle reads of a server, for calls made without one.
+NO_SERVER = __import__('types').SimpleNamespace(offload_sync=False, offload_all_sync=False)
+
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 MIB = 1024 * 1024
 
@@ -59,7 +62,7 @@ def upgrade_request(
 
 
 def handle(app: Router, request: Request) -> Response:
-    result = app.handle(request, None)  # type: ignore[arg-type]
+    result = app.handle(request, NO_SERVER)  # type: ignore[arg-type]
     assert isinstance(result, Response)
     return result
 
@@ -149,7 +152,7 @@ def test_async_middleware_in_front_of_a_websocket_route():
 
     app = Router()
     app.ws("/ws", on_message=nothing, middleware=[mw])
-    result = app.handle(upgrade_request(), None)  # type: ignore[arg-type]
+    result = app.handle(upgrade_request(), NO_SERVER)  # type: ignore[arg-type]
     assert not isinstance(result, Response)
     response = asyncio.run(_await(result))
     assert response.status == 101 and response.upgrade.assigns == {"a": 1}

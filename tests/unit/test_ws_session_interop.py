@@ -19,6 +19,9 @@ from zzz import Router
 from zzz.http.response import Response
 from zzz.websocket import Session, Upgrade, WebSocketEndpoint, negotiate_extensions
 
+#: What Router.handle reads of a server, for calls made without one.
+NO_SERVER = __import__('types').SimpleNamespace(offload_sync=False, offload_all_sync=False)
+
 LIMIT = 64 * 1024
 #: Decompressed size of the zip bomb: far beyond the limit, a small compressed frame.
 BOMB_BYTES = 16 * 1024 * 1024
@@ -134,7 +137,7 @@ def test_close_between_fragments_closes_cleanly_1000() -> None:
 def handshake(endpoint: WebSocketEndpoint, **fields: str | None) -> Response:
     app = Router()
     app.add_route("GET", "/ws", endpoint)
-    response = app.handle(upgrade_request("/ws", **fields), None)  # type: ignore[arg-type]
+    response = app.handle(upgrade_request("/ws", **fields), NO_SERVER)  # type: ignore[arg-type]
     assert isinstance(response, Response)
     return response
 

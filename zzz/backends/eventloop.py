@@ -277,7 +277,7 @@ class HttpProtocol(asyncio.Protocol):
                     transport = self.transport
                     if transport is None:
                         return
-                    if self._state.backend.server.shutting_down.is_set():
+                    if self._state.backend.server.stopping:
                         # The signal arrived while the handler ran (inline, on this thread).
                         engine.close_after_response = True
                     transport.write(engine.serialize(result, request))
@@ -355,7 +355,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._upgrade(result)
                     return
                 if type(result) is Response and result.stream is None and result.file is None:
-                    if server.shutting_down.is_set():
+                    if server.stopping:
                         engine.close_after_response = True
                     if self._body_error is not None:
                         server.observer.bad_request(self._body_error.status)
@@ -487,7 +487,7 @@ class HttpProtocol(asyncio.Protocol):
                 or result.upgrade is not None or self._body_error is not None):
             self._task = self._loop.create_task(self._respond_async(result, request))
             return
-        if self._state.backend.server.shutting_down.is_set():
+        if self._state.backend.server.stopping:
             engine.close_after_response = True
         transport.write(engine.serialize(result, request))
         if engine.must_close:
@@ -513,7 +513,7 @@ class HttpProtocol(asyncio.Protocol):
                 if result.stream is not None:
                     await _close_stream(result.stream)
                 return
-            if self._state.backend.server.shutting_down.is_set():
+            if self._state.backend.server.stopping:
                 engine.close_after_response = True  # shutdown began while the handler ran
             if self._body_error is not None:
                 # The streamed body broke a limit or a deadline: that is the answer.

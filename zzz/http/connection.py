@@ -290,7 +290,7 @@ def _log_invalid(request: Request | None, what: str) -> None:
         return
     _app_log.error("invalid response to %s %s (handler %s) replaced by a 500: %s",
                    request.method, request.path,
-                   request.extensions.get("zzz.handler", "-"), what)
+                   request.handler or request.extensions.get("zzz.handler", "-"), what)
 
 
 def _check_name(name: str) -> str:

@@ -21,6 +21,7 @@ class Request:
         "client",
         "expect_continue",
         "extensions",
+        "handler",
         "headers",
         "http_version",
         "keep_alive",
@@ -62,6 +63,9 @@ class Request:
         self.upgrade = False
         #: Per-connection facts a backend adds (TLS peer certificate, ...).
         self.extensions: dict[str, Any] = {}
+        #: The handler the application chose (``module.qualname``), for log lines
+        #: written below the application (the engine's invalid-response 500).
+        self.handler: str | None = None
         #: True when the engine handed the request out at its head and streams the
         #: body (``body`` stays empty; read ``body_stream`` instead).
         self.streamed = False
