@@ -28,6 +28,8 @@ from zzz.http.request import Request
 
 log = logging.getLogger("zzz.eventloop")
 
+#: Longest ``stop`` waits for the watchdog thread (it wakes every half threshold).
+WATCHDOG_JOIN_S = 1.0
 #: Frames of the loop thread searched for the request being handled (a handler's own
 #: calls sit above the backend's frame; this bounds the walk, not the handler).
 MAX_STACK_DEPTH = 200
@@ -52,7 +54,7 @@ class LoopWatchdog:
         self.lag_s = 0.0
         self._beat = time.monotonic()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="zzz-loop-watchdog", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="zzz-watchdog", daemon=True)
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -74,9 +76,12 @@ class LoopWatchdog:
         return None
 
     def stop(self) -> None:
+        """Stop watching; the watchdog thread has ended when this returns."""
         self._stopped.set()
         if self._handle is not None:
             self._handle.cancel()
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join(WATCHDOG_JOIN_S)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
