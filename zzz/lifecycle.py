@@ -227,8 +227,3 @@ def _failure(what: str, exc: BaseException) -> str:
     detail = " ".join(str(exc).split())
     return f"{what} failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
-
-async def _awaited(result: object) -> None:
-    """Await ``result`` when it is awaitable (an application's plain ``startup()`` is fine)."""
-    if inspect.isawaitable(result):
-        await result

@@ -6,13 +6,13 @@ import logging
 import time
 
 from zzz.context import Context
-from zzz.errors import HTTPError
+from zzz.middleware._chain import ChainObserver
 
 #: Logger the access lines go to unless another is given.
 ACCESS_LOGGER = "zzz.access"
 
 
-class Logger:
+class Logger(ChainObserver):
     """Log ``client "METHOD path HTTP/x.y" status duration`` for every request.
 
     The query string is left out on purpose: it often carries tokens. The
@@ -29,37 +29,10 @@ class Logger:
         self._log = logging.getLogger(logger) if isinstance(logger, str) else logger
         self._level = level
 
-    def __call__(self, ctx: Context) -> None:
-        if not self._log.isEnabledFor(self._level):
-            ctx.next()
-            return
-        start = time.perf_counter()
-        status = 500
-        try:
-            ctx.next()
-            status = ctx.status
-        except HTTPError as exc:
-            status = exc.status
-            raise
-        finally:
-            self._emit(ctx, status, start)
+    def _observing(self, ctx: Context) -> bool:
+        return self._log.isEnabledFor(self._level)
 
-    async def acall(self, ctx: Context) -> None:
-        if not self._log.isEnabledFor(self._level):
-            await ctx.next()
-            return
-        start = time.perf_counter()
-        status = 500
-        try:
-            await ctx.next()
-            status = ctx.status
-        except HTTPError as exc:
-            status = exc.status
-            raise
-        finally:
-            self._emit(ctx, status, start)
-
-    def _emit(self, ctx: Context, status: int, start: float) -> None:
+    def _done(self, ctx: Context, status: int, start_ns: int) -> None:
         request = ctx.request
         client = request.client[0] if request.client else "-"
         self._log.log(
@@ -70,5 +43,5 @@ class Logger:
             request.raw_path,
             request.http_version,
             status,
-            (time.perf_counter() - start) * 1000.0,
+            (time.perf_counter_ns() - start_ns) / 1e6,
         )

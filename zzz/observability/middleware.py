@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from zzz.context import Context
-from zzz.errors import HTTPError
+from zzz.middleware._chain import ChainObserver
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -44,7 +44,7 @@ def _route(ctx: Context) -> str:
     return route.pattern if route is not None else UNMATCHED_ROUTE
 
 
-class RouteMetrics:
+class RouteMetrics(ChainObserver):
     """Requests and durations by route pattern; answers ``path`` with the exposition
     of its registry followed by the server's own metrics (when the server has them).
 
@@ -101,10 +101,10 @@ class RouteMetrics:
         ctx.set_header("Cache-Control", "no-store")
         return True
 
-    def _record(self, ctx: Context, status: int, start: int) -> None:
+    def _done(self, ctx: Context, status: int, start_ns: int) -> None:
         route = ctx.route
         pattern = route.pattern if route is not None else UNMATCHED_ROUTE
-        seconds = (time.perf_counter_ns() - start) / 1e9
+        seconds = (time.perf_counter_ns() - start_ns) / 1e9
         shards = self._shards
         if shards is not None:
             shard = shards.get()
@@ -120,32 +120,12 @@ class RouteMetrics:
         self._duration.labels(pattern).observe(seconds)
 
     def __call__(self, ctx: Context) -> None:
-        if self._scrape(ctx):
-            return
-        start = time.perf_counter_ns()
-        status = 500
-        try:
-            ctx.next()
-            status = ctx.status
-        except HTTPError as exc:
-            status = exc.status
-            raise
-        finally:
-            self._record(ctx, status, start)
+        if not self._scrape(ctx):
+            ChainObserver.__call__(self, ctx)
 
     async def acall(self, ctx: Context) -> None:
-        if self._scrape(ctx):
-            return
-        start = time.perf_counter_ns()
-        status = 500
-        try:
-            await ctx.next()
-            status = ctx.status
-        except HTTPError as exc:
-            status = exc.status
-            raise
-        finally:
-            self._record(ctx, status, start)
+        if not self._scrape(ctx):
+            await ChainObserver.acall(self, ctx)
 
 
 class _RouteCollector:
@@ -178,7 +158,7 @@ class _RouteCollector:
                                self._bounds)
 
 
-class StructuredLogger:
+class StructuredLogger(ChainObserver):
     """One record per request on ``zzz.request`` with the route pattern and request id.
 
     The record's fields are attributes (``extra``), so a JSON handler writes
@@ -201,37 +181,10 @@ class StructuredLogger:
         self._json = format == "json"
         self._log = logging.getLogger(logger) if isinstance(logger, str) else logger
 
-    def __call__(self, ctx: Context) -> None:
-        if not self._log.isEnabledFor(self._level):
-            ctx.next()
-            return
-        start = time.perf_counter_ns()
-        status = 500
-        try:
-            ctx.next()
-            status = ctx.status
-        except HTTPError as exc:
-            status = exc.status
-            raise
-        finally:
-            self._emit(ctx, status, start)
+    def _observing(self, ctx: Context) -> bool:
+        return self._log.isEnabledFor(self._level)
 
-    async def acall(self, ctx: Context) -> None:
-        if not self._log.isEnabledFor(self._level):
-            await ctx.next()
-            return
-        start = time.perf_counter_ns()
-        status = 500
-        try:
-            await ctx.next()
-            status = ctx.status
-        except HTTPError as exc:
-            status = exc.status
-            raise
-        finally:
-            self._emit(ctx, status, start)
-
-    def _emit(self, ctx: Context, status: int, start: int) -> None:
+    def _done(self, ctx: Context, status: int, start_ns: int) -> None:
         request = ctx.request
         client = request.client
         fields: dict[str, Any] = {
@@ -239,7 +192,7 @@ class StructuredLogger:
             "path": request.raw_path,
             "route": _route(ctx),
             "status": status,
-            "duration_us": (time.perf_counter_ns() - start) // 1000,
+            "duration_us": (time.perf_counter_ns() - start_ns) // 1000,
             "client": f"{client[0]}:{client[1]}" if client else None,
             "request_id": _request_id(ctx),
             "user_agent": request.headers.get("user-agent"),
