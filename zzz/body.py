@@ -247,30 +247,6 @@ class RequestBody:
             finally:
                 self._async_waiter = None
 
-    def read_all_sync(self, max_size: int = 0) -> bytes:
-        """The whole rest of the body (``max_size`` > 0 bounds it: BodyError 413)."""
-        parts = list(self._iter_bounded(max_size))
-        return b"".join(parts)
-
-    async def read_all(self, max_size: int = 0) -> bytes:
-        """The whole rest of the body, awaited (``max_size`` > 0 bounds it: BodyError 413)."""
-        parts: list[bytes] = []
-        size = 0
-        while piece := await self.read():
-            size += len(piece)
-            if max_size and size > max_size:
-                raise BodyError("request body too large", 413)
-            parts.append(piece)
-        return b"".join(parts)
-
-    def _iter_bounded(self, max_size: int) -> Iterator[bytes]:
-        size = 0
-        while piece := self.read_sync():
-            size += len(piece)
-            if max_size and size > max_size:
-                raise BodyError("request body too large", 413)
-            yield piece
-
     def __iter__(self) -> Iterator[bytes]:
         while piece := self.read_sync():
             yield piece

@@ -362,3 +362,34 @@ def test_non_bytes_body_from_any_application_is_a_logged_500(serve, body, caplog
     messages = [r.getMessage() for r in caplog.records if r.name == "zzz.app"]
     assert any("GET /thing" in m and "RawApp.handle" in m and type(body).__name__ in m
                for m in messages), messages
+
+
+def test_asgi_pathsend_is_a_zero_copy_file_body(serve, tmp_path, monkeypatch):
+    """``http.response.pathsend`` goes out as the same FileBody ``ctx.send_file`` uses."""
+    payload = os.urandom(2 * 1024 * 1024 + 3)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(payload)
+    calls: list[int] = []
+    real = os.sendfile
+
+    def spy(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        calls.append(count)
+        return real(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", spy)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    srv = serve(app)
+    with httpx.Client(timeout=SOCKET_TIMEOUT_S) as client:
+        response = client.get(f"{srv.url}/")
+        assert response.content == payload
+        assert response.headers["content-length"] == str(len(payload))
+        assert client.get(f"{srv.url}/").content == payload  # keep-alive goes on
+    if srv.transport == "tcp":
+        assert calls, "os.sendfile was not used"

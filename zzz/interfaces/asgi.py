@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from zzz.body import BodyError
 from zzz.http.request import Request
-from zzz.http.response import Response
+from zzz.http.response import FileBody, Response
 from zzz.interfaces import streams_body
 
 if TYPE_CHECKING:
@@ -341,14 +342,18 @@ class HTTPCycle:
         raise self._misuse(f"unknown message type {kind!r}")
 
     async def _send_path(self, path: str) -> None:
-        """``http.response.pathsend``: the file's bytes as the body, read in pieces."""
-        file_pieces = _read_file_pieces(path)
-        first = await asyncio.to_thread(next, file_pieces, b"")
-        self._answer(first, True)
-        while piece := await asyncio.to_thread(next, file_pieces, b""):
-            await self._put(piece)
+        """``http.response.pathsend``: the file as the body, zero-copy — the same
+        :class:`~zzz.http.response.FileBody` ``ctx.send_file`` uses (sendfile on plain
+        TCP, bounded reads over TLS; the backend closes it)."""
+        head = self._head_ready
+        assert head is not None
+        if head.done():
+            raise self._misuse("http.response.pathsend after the body started")
+        file = await asyncio.to_thread(open, path, "rb", buffering=0)
+        size = os.fstat(file.fileno()).st_size
         self._response_done = True
-        await self._put(None)
+        self._disconnect()
+        head.set_result(Response(self._status, self._headers, file=FileBody(file, 0, size)))
 
     async def _put(self, item: bytes | None) -> None:
         pieces = self._pieces
@@ -395,12 +400,6 @@ class HTTPCycle:
                 pieces.task_done()
             if not task.done():
                 await asyncio.sleep(0)  # let a finishing app return on its own
-
-
-def _read_file_pieces(path: str, size: int = 256 * 1024) -> Any:
-    with open(path, "rb") as file:
-        while piece := file.read(size):
-            yield piece
 
 
 class _Lifespan:
