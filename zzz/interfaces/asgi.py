@@ -160,7 +160,7 @@ class HTTPCycle:
     """One HTTP request/response exchange with the app."""
 
     __slots__ = ("_body_done", "_disconnected", "_gone", "_head_ready", "_headers", "_pieces",
-                 "_response_done", "_started", "_status", "_task", "_trailers",
+                 "_response_done", "_started", "_status", "_task",
                  "_want_trailers", "adapter", "request", "server")
 
     def __init__(self, adapter: ASGIApplication, request: Request, server: Server) -> None:
@@ -182,7 +182,6 @@ class HTTPCycle:
         #: Body pieces after the first, taken one at a time by the backend.
         self._pieces: asyncio.Queue[bytes | None] | None = None
         self._want_trailers = False
-        self._trailers: list[tuple[str, str]] = []
 
     def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Response]:
         """Start the app on ``loop`` (the running one); the future of its response.
