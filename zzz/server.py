@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import FrameType, ModuleType
 from typing import Any, Protocol
 
@@ -30,8 +30,6 @@ from zzz.timers import Timer, TimerService
 
 log = logging.getLogger("zzz.server")
 
-#: Shortest time the application's shutdown gets, even with a zero drain deadline.
-MIN_APP_SHUTDOWN_S = 1.0
 #: Exit status when a second signal forces exit during a graceful shutdown.
 FORCED_EXIT_STATUS = 1
 #: Shortest interval of a repeating timer: one of 0 ms would run its callback back
@@ -203,14 +201,15 @@ class Server:
 
     # ------------------------------------------------------------------ application
 
-    async def start_app(self) -> None:
-        """The application's start-up (hooks, ASGI lifespan). A backend awaits it on the
-        loop its coroutines share, before binding; a failure is a :class:`StartupError`."""
+    def run_startup(self, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        """Run the application's start-up (hooks, ASGI lifespan) with ``run``, which
+        executes a coroutine on the loop the process's coroutines share. Called by
+        the backend before the first accept; a failure is a :class:`StartupError`."""
         startup = getattr(self.app, "startup", None)
         if startup is None:
             return
         try:
-            await _awaited(startup(self))
+            run(_awaited(startup(self)))
         except StartupError:
             raise
         except Exception as exc:
@@ -218,16 +217,14 @@ class Server:
                                ) from exc
         self._started_app = True
 
-    async def stop_app(self) -> None:
-        """The application's shutdown, after the drain, bounded by the drain deadline
-        (at least ``MIN_APP_SHUTDOWN_S``); a failure or an overrun is logged."""
+    def run_shutdown(self, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        """Run the application's shutdown after the drain (errors are logged)."""
         shutdown = getattr(self.app, "shutdown", None)
         if shutdown is None or not self._started_app:
             return
         self._started_app = False
-        budget = max(MIN_APP_SHUTDOWN_S, self.config.drain_timeout_ms / 1000.0)
         try:
-            await asyncio.wait_for(_awaited(shutdown(self)), budget)
+            run(_awaited(shutdown(self)))
         except Exception:
             log.exception("application shutdown failed")
 

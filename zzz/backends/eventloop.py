@@ -854,7 +854,7 @@ class EventLoopBackend:
         main_loop = new_event_loop(self.config.eventloop.loop)
         server.coroutine_loop = main_loop
         try:
-            main_loop.run_until_complete(server.start_app())
+            main_loop.run_until_complete(self._app_lifecycle("startup"))
             listener = bind_listener(self.config)
         except BaseException:
             executor.shutdown(wait=False)
@@ -927,10 +927,35 @@ class EventLoopBackend:
             await stop.wait()
             await self._drain(state)
             if main:
-                await self.server.stop_app()
+                await self._app_lifecycle("shutdown")
         finally:
             if watchdog is not None:
                 watchdog.stop()
+
+    async def _app_lifecycle(self, stage: str) -> None:
+        """Run the app's start-up or shutdown here, on the loop (from the server's
+        synchronous helpers, which expect a runner for the coroutine)."""
+        pending: list[Any] = []
+        if stage == "startup":
+            self.server.run_startup(pending.append)
+        else:
+            self.server.run_shutdown(pending.append)
+        for coro in pending:
+            if stage == "startup":
+                try:
+                    await coro
+                except Exception as exc:
+                    from zzz.errors import StartupError
+
+                    if isinstance(exc, StartupError):
+                        raise
+                    raise StartupError(
+                        f"application startup failed: {type(exc).__name__}: {exc}") from exc
+            else:
+                try:
+                    await asyncio.wait_for(coro, max(1.0, self.config.drain_timeout_ms / 1000))
+                except Exception:
+                    log.exception("application shutdown failed")
 
     def _describe(self, request: Request) -> str:
         describe = getattr(self.server.app, "describe_route", None)

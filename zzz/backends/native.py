@@ -408,7 +408,7 @@ class NativeBackend:
         try:
             # The application starts before the port is bound (uvicorn's order): a
             # start-up that fails never had a listener to refuse connections on.
-            self.coroutines.run(server.start_app())
+            server.run_startup(self.coroutines.run)
             self.listener = bind_listener(config)
         except BaseException:
             self.coroutines.stop()
@@ -467,13 +467,17 @@ class NativeBackend:
             for thread in self.workers:
                 thread.join(max(0.0, join_until - time.monotonic()))
             self.websockets.stop()
-            self.coroutines.run(server.stop_app())
+            server.run_shutdown(self._run_within_drain)
             self.coroutines.stop()
             self.blocking.shutdown(wait=False, cancel_futures=True)
             self.server.blocking_executor = None
             self.parker.close()
             with contextlib.suppress(OSError):
                 self.listener.close()
+
+    def _run_within_drain(self, coro: Any) -> None:
+        """Run the app's shutdown on the shared loop, bounded by the drain deadline."""
+        self.coroutines.run(coro, max(1.0, self.config.drain_timeout_ms / 1000.0))
 
     def _accept_loop(self) -> None:
         next_sweep = time.monotonic() + self.sweep_interval
