@@ -58,7 +58,7 @@ from zzz.http.chunked import parse_size_line
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response
-from zzz.http.status import NO_BODY_STATUSES, reason, status_line
+from zzz.http.status import NO_BODY_STATUSES, STATUS_LINES, reason, status_line
 
 #: Where the engine reports responses it had to replace (the application's logger).
 _app_log = logging.getLogger("zzz.app")
@@ -87,6 +87,11 @@ _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
 #: Response header names the engine writes itself; a handler's copy is dropped.
 _ENGINE_HEADERS = frozenset({"content-length", "transfer-encoding", "date", "server"})
+
+#: ``#`` as a byte value (see on_headers_complete).
+_HASH = ord("#")
+#: The versions served, from the digits of the request line (see ``feed``).
+_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
 
 #: Method names as ``str`` without decoding them per request.
 _METHOD_NAMES = {
@@ -261,11 +266,11 @@ def _check_trailer(name: bytes) -> None:
         raise ProtocolError(400, f"{name.decode('latin-1')} is not allowed in a trailer")
 
 
-def _check_singleton(name: bytes, fields: list[tuple[str, str]]) -> None:
+def _check_singleton(name: bytes, fields: list[tuple[bytes, bytes]]) -> None:
     """A second ``Content-Type`` (RFC 9110 §8.3 allows one) makes the content's
     meaning ambiguous, like a second ``Host``: 400."""
     if name.lower() == b"content-type" and any(
-        len(field) == 12 and field.lower() == "content-type" for field, _ in fields
+        len(field) == 12 and field.lower() == b"content-type" for field, _ in fields
     ):
         raise ProtocolError(400, "more than one Content-Type header")
 
@@ -274,6 +279,17 @@ def _check_singleton(name: bytes, fields: list[tuple[str, str]]) -> None:
 _checked_names: dict[str, str] = {}
 #: Bound on :data:`_checked_names` (handlers use a small fixed set of names).
 MAX_CHECKED_NAMES = 1024
+#: Encoded ``name: value`` lines of fields already checked, keyed by the field's
+#: ``(name, value)`` tuple: handlers repeat the same few (Content-Type,
+#: Cache-Control...), and a hit skips the checks, the formatting and the encoding.
+_field_lines: dict[tuple[str, str], bytes] = {}
+#: Bound on :data:`_field_lines`; emptied when full, so fields whose values vary
+#: (ids, cookies, ETags) cannot grow it, while the repeated ones come back at once.
+MAX_FIELD_LINES = 2048
+#: Encoded ``Content-Length`` lines by size, for the sizes small responses have.
+_length_lines: dict[int, bytes] = {}
+#: Largest size kept in :data:`_length_lines` (so at most this many entries).
+MAX_CACHED_LENGTH = 16384
 _TEXT_PLAIN = b"Content-Type: text/plain; charset=utf-8\r\n"
 _INVALID_HEADER_RESPONSE = Response(500, body=b"500 Internal Server Error: invalid response header\n")
 _INVALID_BODY_RESPONSE = Response(
@@ -330,6 +346,7 @@ class HTTPConnection:
         "_line",
         "_line_done",
         "_line_len",
+        "_line_size",
         "_next_size",
         "_parser",
         "_pending",
@@ -349,6 +366,7 @@ class HTTPConnection:
         "_trailers",
         "_upgraded",
         "_url",
+        "_version",
         "close_after_response",
         "in_request",
         "must_close",
@@ -373,7 +391,9 @@ class HTTPConnection:
         self._state = _IDLE
         self._current: Request | None = None
         self._url = b""
-        self._fields: list[tuple[str, str]] = []
+        self._version = b""  # the request line's version digits (see feed)
+        self._line_size = 0  # and its size without CRLF
+        self._fields: list[tuple[bytes, bytes]] = []
         self._body_parts: list[bytes] = []
         self._body_size = 0
         self._content_length: int | None = None
@@ -455,6 +475,14 @@ class HTTPConnection:
                     self._expect = None
                     end = data.find(_BLANK_LINE, pos)
                     stop = n if end < 0 else end + 4
+                    # Where the request line ends, when it is whole in this read:
+                    # its last bytes are the version (see on_headers_complete).
+                    eol = data.find(b"\r\n", pos)
+                    if eol > pos:
+                        self._version = data[eol - 3 : eol]
+                        self._line_size = eol - pos
+                    else:
+                        self._version = b""
                 else:
                     end = self._find_blank_line(data, pos)
                     stop = n if end < 0 else end
@@ -709,14 +737,20 @@ class HTTPConnection:
                 self._expect = value
         elif size == 12:
             _check_singleton(name, self._fields)
-        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise ProtocolError(505, "HTTP version not supported")
         method = parser.get_method()
+        # The version from the request line's last bytes: cheaper than llhttp's
+        # get_http_version(), which formats a new string per request. Only when the
+        # line is ``method SP target SP HTTP/x.y`` by its size (llhttp also takes a
+        # line without a version, ``GET /HTTP/1.1``, as HTTP/0.9).
+        version = _VERSIONS.get(self._version)
+        if version is None or len(method) + len(self._url) + 10 != self._line_size:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                raise ProtocolError(505, "HTTP version not supported")
         ext_method = self._ext_method
         if ext_method is not None:
             self._ext_method = None
@@ -744,7 +778,7 @@ class HTTPConnection:
         path, _, query = raw.partition(b"?")
         if path[:1] != b"/":
             path = self._other_target_form(path, method)
-        if b"#" in raw:
+        if _HASH in raw:  # an int: bytes.__contains__ with a bytes needle is far slower
             raise ProtocolError(400, "fragment in request target")
         raw_path = path.decode("latin-1")
         decoded = raw_path
@@ -759,7 +793,7 @@ class HTTPConnection:
             name,
             raw_path,
             query.decode("latin-1") if query else "",
-            Headers(self._fields),
+            Headers(None, self._fields),
             version,
             decoded,
             b"",
@@ -882,7 +916,12 @@ class HTTPConnection:
         )
         parts = [b"", _server_and_date()]
         try:
-            for name, value in response.headers:
+            for field in response.headers:
+                line = _field_lines.get(field) if type(field) is tuple else None
+                if line is not None:
+                    parts.append(line)
+                    continue
+                name, value = field
                 lname = _checked_names.get(name) or _check_name(name)
                 if lname in _ENGINE_HEADERS:
                     continue
@@ -893,7 +932,12 @@ class HTTPConnection:
                         continue
                 if not value.isprintable():
                     _check_value(value)
-                parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+                line = f"{name}: {value}\r\n".encode("latin-1")
+                if lname != "connection" and type(field) is tuple:
+                    if len(_field_lines) >= MAX_FIELD_LINES:
+                        _field_lines.clear()
+                    _field_lines[field] = line
+                parts.append(line)
         except (ValueError, UnicodeEncodeError) as exc:
             _log_invalid(request, str(exc))
             response = _INVALID_HEADER_RESPONSE
@@ -902,7 +946,7 @@ class HTTPConnection:
             close = True
             upgrade = False
         status = response.status
-        parts[0] = status_line(status)
+        parts[0] = STATUS_LINES.get(status) or status_line(status)
         head_only = request is not None and request.method == "HEAD"
         body = b""
         if status in NO_BODY_STATUSES:
@@ -931,7 +975,13 @@ class HTTPConnection:
                     self._responses -= 1
                     return self.serialize(_INVALID_BODY_RESPONSE, request)
                 body = bytes(body)
-            parts.append(b"Content-Length: %d\r\n" % len(body))
+            size = len(body)
+            length_line = _length_lines.get(size)
+            if length_line is None:
+                length_line = b"Content-Length: %d\r\n" % size
+                if size <= MAX_CACHED_LENGTH:
+                    _length_lines[size] = length_line
+            parts.append(length_line)
             if head_only:
                 body = b""
         if upgrade:

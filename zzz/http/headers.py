@@ -14,11 +14,38 @@ class Headers:
     use, because most handlers read one or two headers and many read none.
     """
 
-    __slots__ = ("_fields", "_index")
+    __slots__ = ("_decoded", "_index", "_raw")
 
-    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
-        self._fields: list[tuple[str, str]] = fields if fields is not None else []
+    def __init__(
+        self,
+        fields: list[tuple[str, str]] | None = None,
+        raw: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        #: The fields as ``str`` pairs, decoded from ``_raw`` on first use: most
+        #: handlers read one or two headers and many read none, so the engine hands
+        #: over the bytes it parsed and pays for decoding only when someone looks.
+        self._decoded: list[tuple[str, str]] | None = (
+            fields if fields is not None else None if raw is not None else []
+        )
+        self._raw = raw
         self._index: dict[str, list[str]] | None = None
+
+    @property
+    def _fields(self) -> list[tuple[str, str]]:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._raw or ()]
+            self._decoded = decoded
+        return decoded
+
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        """Every field as the bytes received, names in their original case.
+
+        For an adapter that needs bytes (ASGI): no decode and re-encode."""
+        raw = self._raw
+        if raw is None:  # built from str pairs, or changed since parsing (add/replace)
+            return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self._fields]
+        return raw
 
     def _lookup(self) -> dict[str, list[str]]:
         index = self._index
@@ -32,6 +59,7 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a field (the engine uses this while parsing)."""
         self._fields.append((name, value))
+        self._raw = None
         self._index = None
 
     def replace(self, name: str, value: str) -> None:
@@ -45,6 +73,7 @@ class Headers:
         else:
             fields.append((name, value))
         self._fields[:] = fields
+        self._raw = None
         self._index = None
 
     def get(self, name: str, default: str | None = None) -> str | None:

@@ -67,8 +67,8 @@ class ProtocolMisuse(RuntimeError):
 
 
 def _latin1_headers(request: Request) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in request.headers.items()]
+    # The bytes the engine parsed, names lowered as ASGI wants: no str round trip.
+    return [(name.lower(), value) for name, value in request.headers.raw()]
 
 
 def _response_headers(raw: Any) -> list[tuple[str, str]]:
