@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import cast
 from urllib.parse import unquote
 
 import httptools
@@ -88,6 +89,10 @@ _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
 #: Response header names the engine writes itself; a handler's copy is dropped.
 _ENGINE_HEADERS = frozenset({"content-length", "transfer-encoding", "date", "server"})
 
+#: What ``_fields`` holds between requests: the last request's fields belong to its
+#: ``Headers`` alone, so an idle connection keeps none of their bytes. Immutable, so
+#: an append that broke that rule would fail loudly instead of sharing data.
+_NO_FIELDS = cast(list[tuple[bytes, bytes]], ())
 #: ``#`` as a byte value (see on_headers_complete).
 _HASH = ord("#")
 #: The versions served, from the digits of the request line (see ``feed``).
@@ -393,7 +398,7 @@ class HTTPConnection:
         self._url = b""
         self._version = b""  # the request line's version digits (see feed)
         self._line_size = 0  # and its size without CRLF
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._fields = _NO_FIELDS
         self._body_parts: list[bytes] = []
         self._body_size = 0
         self._content_length: int | None = None
@@ -775,6 +780,9 @@ class HTTPConnection:
         if stream_body is None and length is not None and length > self._limits.max_body_size:
             raise ProtocolError(413, "request body too large")
         raw = self._url
+        self._url = b""
+        fields = self._fields
+        self._fields = _NO_FIELDS
         path, _, query = raw.partition(b"?")
         if path[:1] != b"/":
             path = self._other_target_form(path, method)
@@ -793,7 +801,7 @@ class HTTPConnection:
             name,
             raw_path,
             query.decode("latin-1") if query else "",
-            Headers(None, self._fields),
+            Headers(None, fields),
             version,
             decoded,
             b"",
