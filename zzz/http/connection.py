@@ -271,15 +271,6 @@ def _check_trailer(name: bytes) -> None:
         raise ProtocolError(400, f"{name.decode('latin-1')} is not allowed in a trailer")
 
 
-def _check_singleton(name: bytes, fields: list[tuple[bytes, bytes]]) -> None:
-    """A second ``Content-Type`` (RFC 9110 §8.3 allows one) makes the content's
-    meaning ambiguous, like a second ``Host``: 400."""
-    if name.lower() == b"content-type" and any(
-        len(field) == 12 and field.lower() == b"content-type" for field, _ in fields
-    ):
-        raise ProtocolError(400, "more than one Content-Type header")
-
-
 #: Response field names already checked to be tokens, with their lower-case form.
 _checked_names: dict[str, str] = {}
 #: Bound on :data:`_checked_names` (handlers use a small fixed set of names).
@@ -339,6 +330,7 @@ class HTTPConnection:
         "_body_size",
         "_client",
         "_content_length",
+        "_ctype_seen",
         "_current",
         "_dead",
         "_events",
@@ -404,6 +396,7 @@ class HTTPConnection:
         self._content_length: int | None = None
         self._te: list[bytes] | None = None
         self._host_count = 0
+        self._ctype_seen = False
         self._expect: bytes | None = None
         self._head_len = 0  # head bytes of the current message fed so far
         self._line_done = False  # the request line's LF has been seen
@@ -477,6 +470,7 @@ class HTTPConnection:
                     self._content_length = None
                     self._te = None
                     self._host_count = 0
+                    self._ctype_seen = False
                     self._expect = None
                     end = data.find(_BLANK_LINE, pos)
                     stop = n if end < 0 else end + 4
@@ -740,8 +734,12 @@ class HTTPConnection:
                     self._te.append(value)
             elif lname == b"expect":
                 self._expect = value
-        elif size == 12:
-            _check_singleton(name, self._fields)
+        elif size == 12 and name.lower() == b"content-type":
+            # A second Content-Type (RFC 9110 §8.3 allows one) makes the content's
+            # meaning ambiguous, like a second Host: 400.
+            if self._ctype_seen:
+                raise ProtocolError(400, "more than one Content-Type header")
+            self._ctype_seen = True
         self._fields.append((name, value))
 
     def on_headers_complete(self) -> None:
