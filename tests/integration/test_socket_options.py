@@ -158,10 +158,14 @@ def test_without_reuse_port_the_port_is_exclusive(serve):
             other.bind(("127.0.0.1", srv.port))
 
 
-@pytest.mark.parametrize("read_size", [4096, 0])
-def test_read_size_bounds_every_read(serve, monkeypatch, read_size):
+@pytest.mark.tls_transport
+@pytest.mark.parametrize(("read_size", "loop"), [(4096, "auto"), (4096, "asyncio"), (0, "auto")])
+def test_read_size_bounds_every_read(serve, backend, monkeypatch, read_size, loop):
     """Each read the backend hands the engine is at most ``read_size`` bytes (the
-    event loop honours it through a BufferedProtocol); the body arrives whole."""
+    event loops, uvloop and asyncio, honour it through a BufferedProtocol); the
+    body arrives whole."""
+    if loop != "auto" and backend != "eventloop":
+        pytest.skip("the loop implementation is the event-loop backend's setting")
     seen: list[int] = []
     feed = HTTPConnection.feed
 
@@ -170,12 +174,12 @@ def test_read_size_bounds_every_read(serve, monkeypatch, read_size):
         return feed(self, data)
 
     monkeypatch.setattr(HTTPConnection, "feed", recording_feed)
-    srv = serve(app, read_size=read_size)
+    srv = serve(app, read_size=read_size, eventloop=EventLoopConfig(loop=loop))
     body = os.urandom(512 * 1024)
     with RawClient(srv) as client:
         for _ in range(2):
             _served(client, body)
-    assert sum(seen) > 2 * len(body)
+    assert sum(seen) > 2 * len(body)  # decrypted bytes over TLS
     if read_size:
         assert max(seen) <= read_size
     else:  # the backend's own size: reads well beyond 4 KiB on loopback
@@ -206,3 +210,21 @@ def test_write_buffer_watermarks_are_accepted(serve):
             response = client.read_response()
             assert response.status == 200
             assert response.body == STREAM_PIECE * STREAM_PIECES
+
+
+def test_websocket_upgrade_with_a_read_size(serve):
+    """The upgrade replaces the event loop's read-size wrapper with the WebSocket
+    protocol; messages larger than the read size still arrive whole."""
+    from websockets.sync.client import connect
+
+    echo = zzz.Router()
+    echo.ws("/ws", on_message=lambda ws, msg: ws.send_binary(msg) if isinstance(msg, bytes)
+            else ws.send(msg))
+    srv = serve(echo, read_size=4096)
+    blob = os.urandom(200_000)
+    with connect(f"ws://127.0.0.1:{srv.port}/ws", open_timeout=5, close_timeout=5,
+                 proxy=None, compression=None) as client:
+        client.send("hi")
+        assert client.recv(timeout=5) == "hi"
+        client.send(blob)
+        assert client.recv(timeout=5) == blob
