@@ -2,7 +2,8 @@
 
 ``GET /`` plaintext (TCP_NODELAY on small answers), ``POST /upload`` reads a
 large body and answers its length (receive buffer and read size),
-``GET /download`` streams 16 MiB in 64 KiB pieces (send buffer, watermarks).
+``GET /download`` streams 16 MiB in 64 KiB pieces (send buffer, watermarks),
+``GET /pieces`` streams four 100-byte pieces (one send each: where Nagle waits).
 """
 
 import zzz
@@ -11,6 +12,9 @@ import zzz
 PIECE = b"d" * 65536
 #: Pieces of the download: 256 x 64 KiB = 16 MiB.
 DOWNLOAD_PIECES = 256
+#: The small streamed answer: four sends of 100 bytes.
+SMALL_PIECE = b"p" * 100
+SMALL_PIECES = 4
 
 app = zzz.Router()
 
@@ -28,3 +32,8 @@ def upload(ctx: zzz.Context) -> None:
 @app.get("/download")
 def download(ctx: zzz.Context) -> None:
     ctx.stream(200, "application/octet-stream", (PIECE for _ in range(DOWNLOAD_PIECES)))
+
+
+@app.get("/pieces")
+def pieces(ctx: zzz.Context) -> None:
+    ctx.stream(200, "text/plain", (SMALL_PIECE for _ in range(SMALL_PIECES)))

@@ -207,16 +207,17 @@ def sized_reads(factory: Callable[[], P], read_size: int) -> Callable[[], asynci
     view = memoryview(bytearray(read_size))
 
     class SizedReads(asyncio.BufferedProtocol):
-        __slots__ = ("inner",)
+        __slots__ = ("feed", "inner")
 
         def __init__(self, inner: Any) -> None:
             self.inner = inner
+            self.feed: Callable[[bytes], None] = inner.data_received
 
         def get_buffer(self, sizehint: int) -> memoryview:
             return view
 
         def buffer_updated(self, nbytes: int) -> None:
-            self.inner.data_received(view[:nbytes].tobytes())
+            self.feed(view[:nbytes].tobytes())
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.inner.connection_made(transport)
