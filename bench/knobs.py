@@ -65,7 +65,10 @@ LOADS = {
 
 @dataclass(frozen=True)
 class Experiment:
-    """One knob on one load: setting label -> extra ``zzz run`` flags (first: the default)."""
+    """One knob on one load: setting label -> extra ``zzz run`` flags (first: the default).
+
+    A flag written ``env:NAME=VALUE`` is set in the server's environment instead.
+    """
 
     name: str
     load: str
@@ -76,6 +79,8 @@ def _sizes(flag: str, sizes: dict[str, int]) -> dict[str, list[str]]:
     return {label: ([f"--{flag}", str(n)] if n else []) for label, n in sizes.items()}
 
 
+#: glibc malloc keeping freed memory instead of returning it at once (see bench/README.md).
+NO_TRIM = ["env:MALLOC_MMAP_THRESHOLD_=67108864", "env:MALLOC_TRIM_THRESHOLD_=67108864"]
 BUFFERS = {"default (autotuning)": 0, "64 KiB": 64 * 1024, "4 MiB": 4 * 1024 * 1024}
 EXPERIMENTS = {
     e.name: e
@@ -93,10 +98,23 @@ EXPERIMENTS = {
                                                   "256 KiB": 262144})}),
         Experiment("read_size/plaintext", "plaintext", {
             "default": [], **_sizes("read-size", {"64 KiB": 65536})}),
+        Experiment("malloc/upload", "upload", {
+            "default": [], "no trim": NO_TRIM,
+            "no trim + read_size 256 KiB": [*NO_TRIM, "--read-size", "262144"]}),
         Experiment("tcp_defer_accept/close", "close", {
             "off (default)": [], "1 s": ["--tcp-defer-accept-s", "1"]}),
     )
 }
+
+
+@dataclass(frozen=True)
+class EnvSpec(ServerSpec):
+    """A server spec with extra environment variables."""
+
+    extra_env: tuple[tuple[str, str], ...] = ()
+
+    def env(self) -> dict[str, str] | None:
+        return {**os.environ, **dict(self.extra_env)} if self.extra_env else None
 
 
 @dataclass
@@ -151,8 +169,11 @@ def measure(args: argparse.Namespace, pin: Pinning, exp: Experiment, backend: st
             setting: str, rnd: int) -> Run:
     run = Run(exp.name, backend, setting, rnd)
     load = LOADS[exp.load]
-    extra = [*BACKEND_EXTRA[backend], "--max-body-size", str(MAX_BODY), *exp.settings[setting]]
-    spec = ServerSpec(f"zzz-{backend}", servers._zzz(APP, backend, extra), setting)
+    flags = [f for f in exp.settings[setting] if not f.startswith("env:")]
+    env = tuple(tuple(f[4:].split("=", 1)) for f in exp.settings[setting] if f.startswith("env:"))
+    extra = [*BACKEND_EXTRA[backend], "--max-body-size", str(MAX_BODY), *flags]
+    spec = EnvSpec(f"zzz-{backend}", servers._zzz(APP, backend, extra), setting,
+                   extra_env=env)  # type: ignore[arg-type]
     log = args.out_dir / "logs" / f"knobs.{exp.name.replace('/', '.')}.{backend}.r{rnd}.log"
     try:
         with servers.running(spec, log, pin) as srv:
