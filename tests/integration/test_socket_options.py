@@ -11,6 +11,8 @@ by accepted sockets, see zzz/backends/_sockopts.py).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import stat
@@ -21,7 +23,9 @@ from typing import Any
 import pytest
 
 import zzz
-from zzz.config import EventLoopConfig
+from zzz.backends import _sockopts
+from zzz.backends._sockopts import accepted_options, transport_tuner, tune_listener
+from zzz.config import MAX_SOCKET_BUFFER, Config, EventLoopConfig
 from zzz.http.connection import HTTPConnection
 
 from .apps import app
@@ -228,3 +232,93 @@ def test_websocket_upgrade_with_a_read_size(serve):
         assert client.recv(timeout=5) == "hi"
         client.send(blob)
         assert client.recv(timeout=5) == blob
+
+
+# ------------------------------------------------------------------ _sockopts without a server
+
+
+def test_a_capped_buffer_size_is_logged_with_its_field(caplog):
+    """Linux caps SO_RCVBUF at net.core.rmem_max silently; the operator hears of it."""
+    with open("/proc/sys/net/core/rmem_max", encoding="ascii") as f:
+        rmem_max = int(f.read())
+    asked = min(2 * rmem_max, MAX_SOCKET_BUFFER)
+    if asked <= rmem_max:
+        pytest.skip(f"net.core.rmem_max {rmem_max} leaves nothing to cap")
+    with socket.socket() as sock, caplog.at_level(logging.WARNING, "zzz.sockopts"):
+        tune_listener(sock, Config(so_rcvbuf=asked), before_bind=True)
+    assert f"so_rcvbuf: the kernel capped {asked} to {rmem_max}" in caplog.text
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(1, True), (3, False)])
+def test_fast_open_without_the_server_sysctl_is_logged(tmp_path, monkeypatch, caplog, mode,
+                                                       warned):
+    sysctl = tmp_path / "tcp_fastopen"
+    sysctl.write_text(f"{mode}\n")
+    monkeypatch.setattr(_sockopts, "FASTOPEN_SYSCTL", str(sysctl))
+    with socket.socket() as sock, caplog.at_level(logging.WARNING, "zzz.sockopts"):
+        tune_listener(sock, Config(tcp_fastopen=8), before_bind=True)
+        assert sock.getsockopt(TCP, socket.TCP_FASTOPEN) == 8
+    assert ("tcp_fastopen: ignored by the kernel" in caplog.text) is warned
+
+
+def test_unix_listeners_get_no_tcp_options():
+    with socket.socket(socket.AF_UNIX) as sock:
+        tune_listener(sock, Config(tcp_nodelay=True, so_rcvbuf=65536, tcp_fastopen=8),
+                      before_bind=True)  # no TCP_NODELAY on AF_UNIX: nothing raised
+
+
+def test_accepted_options_where_accept_does_not_inherit(monkeypatch):
+    """Off Linux every knob is set per accepted socket; on Linux only what the loop undoes."""
+    config = Config(so_rcvbuf=65536, tcp_nodelay=False)
+    assert accepted_options(config, loop_sets_nodelay=False) == ()
+    assert accepted_options(config, loop_sets_nodelay=True) == ((TCP, socket.TCP_NODELAY, 0),)
+    assert accepted_options(Config(), loop_sets_nodelay=True) == ()
+    monkeypatch.setattr(_sockopts, "INHERITS_LISTENER_OPTIONS", False)
+    assert accepted_options(config, loop_sets_nodelay=True) == (
+        (SOL, socket.SO_RCVBUF, 65536), (TCP, socket.TCP_NODELAY, 0))
+    assert accepted_options(Config(), loop_sets_nodelay=True) == ()
+    assert accepted_options(Config(), loop_sets_nodelay=False) == ((TCP, socket.TCP_NODELAY, 1),)
+
+
+@pytest.mark.parametrize(("high", "low", "expected"), [
+    (64 * 1024, 0, None),                 # the loop's own defaults: nothing to set
+    (16 * 1024, 4 * 1024, (4 * 1024, 16 * 1024)),
+    (256 * 1024, 0, (64 * 1024, 256 * 1024)),  # low: the loop's quarter of high
+])
+def test_transport_tuner_sets_the_watermarks(high, low, expected):
+    tune = transport_tuner(Config(eventloop=EventLoopConfig(write_buffer_high=high,
+                                                            write_buffer_low=low)))
+    if expected is None:
+        assert tune is None
+        return
+    assert tune is not None
+
+    async def limits() -> tuple[int, int]:
+        left, right = socket.socketpair()
+        with left, right:
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+                asyncio.Protocol, left.dup())
+            try:
+                tune(transport)
+                return transport.get_write_buffer_limits()
+            finally:
+                transport.close()
+
+    assert asyncio.run(limits()) == expected
+
+
+def test_an_inherited_listener_is_tuned_too():
+    """``--fd`` (the supervisor's workers, systemd): the knobs reach the inherited socket."""
+    from zzz.backends._listener import bind_listener
+
+    with socket.socket() as launcher:
+        launcher.bind(("127.0.0.1", 0))
+        launcher.listen(8)
+        adopted = bind_listener(Config(fd=launcher.fileno(), tcp_defer_accept_s=3,
+                                       tcp_nodelay=False, so_sndbuf=65536))
+        try:
+            assert adopted.getsockopt(TCP, socket.TCP_DEFER_ACCEPT) >= 3
+            assert adopted.getsockopt(TCP, socket.TCP_NODELAY) == 0
+            assert adopted.getsockopt(SOL, socket.SO_SNDBUF) == 2 * 65536
+        finally:
+            adopted.detach()  # the launcher's socket: closed by the with block
