@@ -55,15 +55,17 @@ log = logging.getLogger("zzz.sockopts")
 Option = tuple[int, int, int]
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
+#: Linux: the kernel whose behaviour (doubling, caps, sysctls) this module checks.
+LINUX = sys.platform.startswith("linux")
 #: Platforms whose accepted sockets inherit the listener's buffer sizes and
 #: TCP_NODELAY (Linux clones the listening socket's state into each child).
-INHERITS_LISTENER_OPTIONS = sys.platform.startswith("linux")
+INHERITS_LISTENER_OPTIONS = LINUX
 #: The event loops' write-buffer high-water mark when nobody sets one (asyncio and
 #: uvloop alike); the low-water mark then defaults to a quarter of it.
 LOOP_DEFAULT_WRITE_BUFFER_HIGH = 64 * 1024
-#: Linux's switch for server-side TCP Fast Open: bit 0x2 of net.ipv4.tcp_fastopen
-#: lets a listener with TCP_FASTOPEN accept data in the SYN.
+#: Linux's switch for server-side TCP Fast Open.
 FASTOPEN_SYSCTL = "/proc/sys/net/ipv4/tcp_fastopen"
+#: The bit of that sysctl that lets a listener with TCP_FASTOPEN accept data in the SYN.
 TFO_SERVER_ENABLE = 0x2
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
@@ -114,7 +116,7 @@ def tune_listener(sock: socket.socket, config: Config, *, before_bind: bool) -> 
 
 def _report_kernel_caps(sock: socket.socket, config: Config) -> None:
     """Warn when Linux silently capped a buffer size or ignores TCP Fast Open."""
-    if not INHERITS_LISTENER_OPTIONS:
+    if not LINUX:
         return
     for name, option, asked, limit in (
         ("so_rcvbuf", socket.SO_RCVBUF, config.so_rcvbuf, "net.core.rmem_max"),
