@@ -40,6 +40,19 @@ LOG_FORMATS = ("text", "json")
 #: Longest ``drain_delay_ms``: a load balancer notices a failing readiness probe within
 #: a few probe periods; a delay of minutes would only hold a shutdown hostage.
 MAX_DRAIN_DELAY_MS = 600_000
+#: Largest ``so_rcvbuf``/``so_sndbuf``: Linux caps the request at net.core.rmem_max /
+#: wmem_max anyway (4 MiB here); a figure beyond 256 MiB is a typo, not a tuning.
+MAX_SOCKET_BUFFER = 256 * 1024 * 1024
+#: Smallest non-zero ``read_size``: below one page every read is a syscall for a
+#: fragment of a request head.
+MIN_READ_SIZE = 1024
+#: Largest ``read_size``: each read allocates this much before it is trimmed.
+MAX_READ_SIZE = 16 * 1024 * 1024
+#: Longest ``tcp_defer_accept_s``: a silent client holds a kernel request slot this
+#: long; Linux rounds it to SYN-ACK retransmissions (2^n - 1 s) and stops near 2 min.
+MAX_DEFER_ACCEPT_S = 600
+#: Largest ``tcp_fastopen`` queue (pending TFO handshakes), the listen() backlog's bound.
+MAX_FASTOPEN_QUEUE = 65535
 
 
 class ConfigError(ValueError):
@@ -149,6 +162,11 @@ class EventLoopConfig:
         default=64 * KIB,
         metadata=_help("transport write buffer size at which writing pauses (flow control)"),
     )
+    write_buffer_low: int = field(
+        default=0,
+        metadata=_help("transport write buffer size at which paused writing resumes; "
+                       "0 = the loop's default, a quarter of write_buffer_high"),
+    )
 
     def __post_init__(self) -> None:
         if self.loop not in LOOP_CHOICES:
@@ -157,6 +175,11 @@ class EventLoopConfig:
         _require_int("eventloop.blocking_threads", self.blocking_threads, 1, 4096)
         _require_int("eventloop.max_pipelined", self.max_pipelined, 1, 10_000)
         _require_int("eventloop.write_buffer_high", self.write_buffer_high, 1 * KIB)
+        _require_int("eventloop.write_buffer_low", self.write_buffer_low, 0)
+        if self.write_buffer_low >= self.write_buffer_high:
+            raise ConfigError("eventloop.write_buffer_low",
+                              f"must be below write_buffer_high ({self.write_buffer_high}), "
+                              f"got {self.write_buffer_low}")
 
 
 def _check_http_path(name: str, value: str | None) -> None:
@@ -351,6 +374,41 @@ class Config:
         metadata=_help("expect a PROXY protocol v1/v2 header (HAProxy, AWS NLB) before each "
                        "connection's first request; the client address comes from it"),
     )
+    so_rcvbuf: int = field(
+        default=0,
+        metadata=_help("SO_RCVBUF of the listener, inherited by accepted connections; "
+                       "0 = kernel default with receive autotuning"),
+    )
+    so_sndbuf: int = field(
+        default=0,
+        metadata=_help("SO_SNDBUF of the listener, inherited by accepted connections; "
+                       "0 = kernel default with send autotuning"),
+    )
+    read_size: int = field(
+        default=0,
+        metadata=_help("bytes asked of the kernel per read; 0 = backend default (native "
+                       "64 KiB; event loop: the loop's own 256 KiB buffer)"),
+    )
+    tcp_nodelay: bool = field(
+        default=True,
+        metadata=_help("TCP_NODELAY: send small responses at once instead of waiting "
+                       "for an ACK (Nagle)"),
+    )
+    tcp_defer_accept_s: int = field(
+        default=0,
+        metadata=_help("Linux TCP_DEFER_ACCEPT: hand a connection to the server only once "
+                       "its first bytes arrived, waiting up to this many seconds; 0 = off"),
+    )
+    tcp_fastopen: int = field(
+        default=0,
+        metadata=_help("TCP_FASTOPEN queue length: accept data in the SYN of returning "
+                       "clients (needs net.ipv4.tcp_fastopen & 2 on Linux); 0 = off"),
+    )
+    reuse_port: bool = field(
+        default=False,
+        metadata=_help("SO_REUSEPORT: let several independent processes bind this port; "
+                       "the kernel spreads new connections between them"),
+    )
     tls: TlsConfig | None = field(default=None, metadata=_help("HTTPS settings", nested=True))
     native: NativeConfig = field(
         default_factory=NativeConfig, metadata=_help("native backend settings", nested=True)
@@ -393,8 +451,19 @@ class Config:
                 "ws_write_buffer_high": (1 * KIB, None),
                 "max_requests": (0, None),
                 "max_requests_jitter": (0, None),
+                "so_rcvbuf": (0, MAX_SOCKET_BUFFER),
+                "so_sndbuf": (0, MAX_SOCKET_BUFFER),
+                "read_size": (0, MAX_READ_SIZE),
+                "tcp_defer_accept_s": (0, MAX_DEFER_ACCEPT_S),
+                "tcp_fastopen": (0, MAX_FASTOPEN_QUEUE),
             },
         )
+        if 0 < self.read_size < MIN_READ_SIZE:
+            raise ConfigError("read_size", f"must be 0 (backend default) or >= {MIN_READ_SIZE}, "
+                                           f"got {self.read_size}")
+        for name in ("tcp_nodelay", "reuse_port"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be True or False, got {getattr(self, name)!r}")
         if self.interface not in INTERFACE_CHOICES:
             raise ConfigError(
                 "interface", f"must be one of {', '.join(INTERFACE_CHOICES)}, "

@@ -52,7 +52,9 @@ hashed to a worker that exits (``max_requests``, ``SIGHUP``, a crash) sits in
 *that* socket's queue and is reset when it closes (seen in the measurement);
 the shared socket keeps every queued connection for the next ``accept()`` of
 any worker. Zero refused connections across restarts is the requirement, so
-the supervisor shares one socket.
+the supervisor shares one socket. ``--reuse-port`` sets ``SO_REUSEPORT`` on that
+one socket (so another server may bind the port beside it); the workers still
+share it. The socket tuning knobs are applied where it is bound (``_listener``).
 
 **Why a fresh interpreter, not fork().** Forking the supervisor after importing
 the application would share its pages, but CPython's reference counts dirty

@@ -65,6 +65,13 @@ EXPECTED_FLAGS = {
     "proxy-headers": "proxy_headers",
     "forwarded-allow-ips": "forwarded_allow_ips",
     "proxy-protocol": "proxy_protocol",
+    "so-rcvbuf": "so_rcvbuf",
+    "so-sndbuf": "so_sndbuf",
+    "read-size": "read_size",
+    "tcp-nodelay": "tcp_nodelay",
+    "tcp-defer-accept-s": "tcp_defer_accept_s",
+    "tcp-fastopen": "tcp_fastopen",
+    "reuse-port": "reuse_port",
     "tls-cert": "tls.cert_file",
     "tls-key": "tls.key_file",
     "tls-ca": "tls.ca_file",
@@ -80,6 +87,7 @@ EXPECTED_FLAGS = {
     "eventloop-blocking-threads": "eventloop.blocking_threads",
     "eventloop-max-pipelined": "eventloop.max_pipelined",
     "eventloop-write-buffer-high": "eventloop.write_buffer_high",
+    "eventloop-write-buffer-low": "eventloop.write_buffer_low",
     "access-log": "observability.access_log",
     "log-format": "observability.log_format",
     "log-config": "observability.log_config",
@@ -119,6 +127,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "proxy-headers": ("yes", True),
     "proxy-protocol": ("yes", True),
     "forwarded-allow-ips": ("10.0.0.0/8,unix", "10.0.0.0/8,unix"),
+    "read-size": ("4096", 4096),
+    "tcp-nodelay": ("no", False),
+    "reuse-port": ("yes", True),
 }
 #: TLS options need a certificate and key (and client certs a CA) to build a TlsConfig.
 TLS_BASE = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "base-ca.pem"]
@@ -238,7 +249,7 @@ def test_each_flag_sets_its_field(flag: str) -> None:
     text, expected = sample(flag)
     args = [*tls_base_for(flag), f"--{flag}", text]
     if option(flag).kind is bool:
-        args = [*tls_base_for(flag), f"--{flag}"]
+        args = [*tls_base_for(flag), f"--{flag}" if expected else f"--no-{flag}"]
     _, _, config = build(*args)
     assert field_value(config, EXPECTED_FLAGS[flag]) == expected
 
@@ -465,6 +476,10 @@ def assert_one_error_line(err: str, start: str = "zzz: error: ") -> None:
         (["run", APP, "--max-body-size", "abc"], "zzz: error: max_body_size: "),
         (["run", APP, "--backend", "nope"], "zzz: error: backend: "),
         (["run", APP, "--tls-key", "k.pem"], "zzz: error: tls.cert_file: "),
+        (["run", APP, "--so-rcvbuf", "-1"], "zzz: error: so_rcvbuf: must be >= 0, got -1"),
+        (["run", APP, "--read-size", "100"], "zzz: error: read_size: must be 0 (backend "),
+        (["run", APP, "--eventloop-write-buffer-low", "65536"],
+         "zzz: error: eventloop.write_buffer_low: must be below write_buffer_high"),
         (["run", "no_colon"], "zzz: error: app: "),
         (["run", APP, "--what"], "zzz: error: unrecognized arguments"),
         ([], "zzz: error: "),
@@ -703,6 +718,8 @@ def run_zzz(cwd: Path, *argv: str, env: dict[str, str] | None = None) -> subproc
         (["run", APP, "--port", "70000"], {}, "zzz: error: port: must be <= 65535, got 70000"),
         (["run", APP, "--max-body-size", "abc"], {}, "zzz: error: max_body_size: "),
         (["run", APP], {"ZZZ_PORT": "abc"}, "zzz: error: port: "),
+        (["run", APP], {"ZZZ_TCP_DEFER_ACCEPT_S": "9999"},
+         "zzz: error: tcp_defer_accept_s: must be <= 600, got 9999"),
         (["run", APP, "--tls-cert", "c.pem"], {}, "zzz: error: tls.key_file: "),
         (["run", "zzz_no_such_module_y:app"], {}, "zzz: error: app: cannot import"),
         (["run", "nocolon"], {}, "zzz: error: app: expected MODULE:ATTR"),

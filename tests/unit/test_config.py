@@ -10,8 +10,13 @@ import pytest
 from zzz.config import (
     KIB,
     LOOP_CHOICES,
+    MAX_DEFER_ACCEPT_S,
+    MAX_FASTOPEN_QUEUE,
     MAX_PORT,
+    MAX_READ_SIZE,
+    MAX_SOCKET_BUFFER,
     MIB,
+    MIN_READ_SIZE,
     TLS_VERSIONS,
     Config,
     ConfigError,
@@ -138,6 +143,11 @@ CONFIG_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "ws_write_buffer_high": (1 * KIB, None),
     "max_requests": (0, None),
     "max_requests_jitter": (0, None),
+    "so_rcvbuf": (0, MAX_SOCKET_BUFFER),
+    "so_sndbuf": (0, MAX_SOCKET_BUFFER),
+    "read_size": (0, MAX_READ_SIZE),
+    "tcp_defer_accept_s": (0, MAX_DEFER_ACCEPT_S),
+    "tcp_fastopen": (0, MAX_FASTOPEN_QUEUE),
 }
 
 
@@ -221,6 +231,7 @@ def test_native_bounds(name: str, lo: int, hi: int | None) -> None:
         ("blocking_threads", 1, 4096),
         ("max_pipelined", 1, 10_000),
         ("write_buffer_high", 1 * KIB, None),
+        ("write_buffer_low", 0, 64 * KIB - 1),
     ],
 )
 def test_eventloop_bounds(name: str, lo: int, hi: int | None) -> None:
@@ -277,3 +288,36 @@ def test_config_error_is_a_value_error() -> None:
     assert isinstance(error, ValueError)
     assert str(error) == "port: bad"
     assert error.field_name == "port"
+
+
+# --------------------------------------------------------------------------- socket tuning
+
+
+def test_socket_tuning_defaults_leave_the_kernel_in_charge() -> None:
+    config = Config()
+    assert (config.so_rcvbuf, config.so_sndbuf, config.read_size) == (0, 0, 0)
+    assert config.tcp_nodelay is True
+    assert (config.tcp_defer_accept_s, config.tcp_fastopen, config.reuse_port) == (0, 0, False)
+    assert config.eventloop.write_buffer_low == 0
+
+
+@pytest.mark.parametrize("size", [1, MIN_READ_SIZE - 1])
+def test_read_size_is_zero_or_at_least_the_minimum(size: int) -> None:
+    error = _raises("read_size", Config, read_size=size)
+    assert f">= {MIN_READ_SIZE}" in str(error)
+    assert Config(read_size=MIN_READ_SIZE).read_size == MIN_READ_SIZE
+
+
+@pytest.mark.parametrize("name", ["tcp_nodelay", "reuse_port"])
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_socket_switches_must_be_booleans(name: str, bad: object) -> None:
+    _raises(name, Config, **{name: bad})
+
+
+@pytest.mark.parametrize(("high", "low"), [(64 * KIB, 64 * KIB), (16 * KIB, 32 * KIB)])
+def test_write_buffer_low_must_be_below_high(high: int, low: int) -> None:
+    error = _raises("eventloop.write_buffer_low", EventLoopConfig,
+                    write_buffer_high=high, write_buffer_low=low)
+    assert f"below write_buffer_high ({high})" in str(error)
+    assert EventLoopConfig(write_buffer_high=high, write_buffer_low=high - 1).write_buffer_low \
+        == high - 1

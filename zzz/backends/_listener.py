@@ -18,6 +18,7 @@ import socket
 import stat
 from collections.abc import Mapping
 
+from zzz.backends._sockopts import tune_listener
 from zzz.config import Config
 
 #: First descriptor systemd passes (``SD_LISTEN_FDS_START``); fds 0-2 are stdio.
@@ -27,7 +28,9 @@ SD_LISTEN_FDS_START = 3
 def bind_listener(config: Config) -> socket.socket:
     """A listening socket for ``config``: adopted (``fd``), Unix (``uds``) or TCP."""
     if config.fd is not None:
-        return adopt_listener(config.fd)
+        sock = adopt_listener(config.fd)
+        tune_listener(sock, config, before_bind=False)
+        return sock
     if config.uds is not None:
         return bind_unix(config.uds, config.uds_permissions, config.kernel_backlog)
     return bind_tcp(config)
@@ -38,7 +41,8 @@ def bind_tcp(config: Config) -> socket.socket:
 
     ``SO_REUSEADDR`` lets a restarted server bind while old connections sit in
     TIME_WAIT. IPv6 literals get an ``AF_INET6`` socket; names are resolved and
-    the first address is used.
+    the first address is used. The tuning knobs (buffer sizes, TCP_NODELAY,
+    SO_REUSEPORT, ...) are set before ``bind()`` (see :mod:`zzz.backends._sockopts`).
     """
     infos = socket.getaddrinfo(
         config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -49,6 +53,7 @@ def bind_tcp(config: Config) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        tune_listener(sock, config, before_bind=True)
         sock.bind(address)
         sock.listen(config.kernel_backlog)
     except BaseException:

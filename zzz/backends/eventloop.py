@@ -36,6 +36,7 @@ from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expe
 from zzz.backends._drain import may_close_idle
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import loop_send_file
+from zzz.backends._sockopts import sized_reads, transport_tuner
 from zzz.backends._watchdog import LoopWatchdog
 from zzz.body import BodyError, ClientDisconnected, RequestBody
 from zzz.http.connection import (
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zzz.eventloop")
 
-#: The write-buffer high-water mark uvloop and asyncio transports start with.
-LOOP_DEFAULT_WRITE_BUFFER_HIGH = 64 * 1024
 #: How often the drain loop checks whether every connection has finished.
 DRAIN_POLL_S = 0.02
 #: Time a secondary loop thread gets to finish beyond the drain deadline (its
@@ -214,9 +213,8 @@ class HttpProtocol(asyncio.Protocol):
             peercert = transport.get_extra_info("peercert")
             if peercert:
                 self._extensions = {"tls_peer_cert": peercert}
-        # TCP_NODELAY: uvloop and asyncio both set it on accepted TCP sockets already.
-        if backend.write_buffer_high != LOOP_DEFAULT_WRITE_BUFFER_HIGH:
-            self.transport.set_write_buffer_limits(high=backend.write_buffer_high)
+        if backend.tune_transport is not None:  # watermarks, tcp_nodelay=False (_sockopts)
+            backend.tune_transport(self.transport)
         self._state.connections.add(self)
         backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
@@ -834,7 +832,7 @@ class EventLoopBackend:
         #: starts while it sleeps is still checked exactly at its read deadline.
         self.check_interval = min(self.read_timeout, self.keepalive_timeout, self.write_timeout)
         self.max_pipelined = config.eventloop.max_pipelined
-        self.write_buffer_high = config.eventloop.write_buffer_high
+        self.tune_transport = transport_tuner(config)
         self.tls = server.ssl_context is not None
         self.scheme = "https" if server.ssl_context is not None else "http"
         self.engine_class = connection_class(config.proxy_protocol)  # PROXY protocol or plain
@@ -908,7 +906,7 @@ class EventLoopBackend:
         stop = asyncio.Event()
 
         state.aserver = await loop.create_server(
-            lambda: HttpProtocol(state),
+            sized_reads(lambda: HttpProtocol(state), self.config.read_size),  # _sockopts
             sock=listener,
             ssl=_served_tls_context(self.server, self.read_timeout),
             ssl_handshake_timeout=self.read_timeout if self.server.ssl_context else None,

@@ -46,6 +46,7 @@ from zzz.backends._dispatch import (
 from zzz.backends._drain import may_close_idle
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import native_send_file
+from zzz.backends._sockopts import accepted_options, apply_options
 from zzz.backends._thread_timers import ThreadTimerService
 from zzz.backends._ws_native import NativeWebSockets
 from zzz.body import BodyError, ClientDisconnected, RequestBody
@@ -184,10 +185,12 @@ class Conn:
 
     __slots__ = ("body_error", "deadline", "engine", "extensions", "fd", "handshaking",
                  "idle_since", "linger_left", "lingering", "out_pieces", "out_request",
-                 "out_source", "out_view", "pending", "sock", "tls", "waiting",
+                 "out_source", "out_view", "pending", "recv_size", "sock", "tls", "waiting",
                  "waiting_request", "ws")
 
-    def __init__(self, sock: socket.socket, engine: HTTPConnection, tls: bool = False) -> None:
+    def __init__(self, sock: socket.socket, engine: HTTPConnection, tls: bool = False,
+                 recv_size: int = RECV_SIZE) -> None:
+        self.recv_size = recv_size
         self.sock = sock
         self.fd = sock.fileno()
         self.engine = engine
@@ -230,8 +233,8 @@ class Conn:
         """Whatever has arrived, ``b""`` at EOF, ``None`` when nothing is waiting."""
         try:
             if self.tls:
-                return self.sock.recv(RECV_SIZE)
-            return self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                return self.sock.recv(self.recv_size)
+            return self.sock.recv(self.recv_size, socket.MSG_DONTWAIT)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return None
 
@@ -419,6 +422,8 @@ class NativeBackend:
             server.blocking_executor = None
             raise
         self.parker = Parker(self.listener)
+        self.accept_options = accepted_options(config, loop_sets_nodelay=False)
+        self.recv_size = config.read_size or RECV_SIZE
         self.open_conns: set[Conn] = set()
         #: Connections accepted (or woken) that a full queue could not take once the
         #: shutdown began; the drain queues them as workers free up. Acceptor only.
@@ -542,8 +547,8 @@ class NativeBackend:
             if self._accept_exhausted:
                 self._accept_exhausted = False
                 log.info("accept succeeds again")
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.accept_options:  # none on Linux: inherited from the listener
+                apply_options(sock, self.accept_options)
             client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
             engine = self.engine_class(self.limits, client, self.scheme, self.server.stream_body)
             context = self.server.ssl_context  # read per accept: reload_tls() swaps it
@@ -551,7 +556,7 @@ class NativeBackend:
                 sock.setblocking(True)
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._sndtimeo)
-                conn = Conn(sock, engine)
+                conn = Conn(sock, engine, False, self.recv_size)
             else:
                 sock.setblocking(False)
                 try:
@@ -562,7 +567,7 @@ class NativeBackend:
                     log.info("TLS setup failed for %s: %s", client, exc)
                     sock.close()
                     continue
-                conn = Conn(tls_sock, engine, tls=True)
+                conn = Conn(tls_sock, engine, True, self.recv_size)
                 conn.deadline = time.monotonic() + self.read_timeout
             with self._open_lock:
                 self.open_conns.add(conn)
