@@ -23,8 +23,15 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import resource
+import signal
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +159,75 @@ def raise_nofile(needed: int) -> tuple[int, int]:
             pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     return soft, hard
+
+
+# ---------------------------------------------------------------------- servers in a subprocess
+
+#: The ready line of ``zzz run``, which names the bound port.
+READY = re.compile(r"serving https?://127\.0\.0\.1:(\d+)")
+#: Longest wait for a server subprocess's ready line.
+READY_TIMEOUT_S = 20.0
+#: Longest wait for a server subprocess to exit once told to stop (then it is killed).
+EXIT_TIMEOUT_S = 15.0
+ROOT = Path(__file__).resolve().parents[2]
+#: ``python -c`` program: set RLIMIT_NOFILE (soft, hard) from argv[1] (``-`` leaves it;
+#: ``max`` raises the soft limit to the hard one), then run ``python -m zzz`` with the rest.
+LAUNCHER = (
+    "import resource, runpy, sys\n"
+    "limit = sys.argv.pop(1)\n"
+    "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+    "if limit == 'max':\n"
+    "    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+    "elif limit != '-':\n"
+    "    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limit), int(limit)))\n"
+    "sys.argv[0] = 'zzz'\n"
+    "runpy.run_module('zzz', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@dataclass
+class CliServer:
+    """A ``zzz run`` subprocess: its port and every stderr line so far (``text()``)."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    log: list[str]
+
+    def text(self) -> str:
+        return "".join(self.log)
+
+    def stop(self) -> int:
+        """SIGTERM (if still running), bounded wait, kill as a last resort; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(EXIT_TIMEOUT_S)
+
+
+def start_cli_server(*args: str, nofile: str = "-") -> CliServer:
+    """``zzz run ARGS --port 0`` in a subprocess with RLIMIT_NOFILE set as ``nofile``
+    says (see :data:`LAUNCHER`); returns once it is ready. The caller must ``stop()``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, nofile, "run", *args, "--port", "0"],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    log: list[str] = []
+    port = 0
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not port:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        log.append(line)
+        match = READY.search(line)
+        port = int(match.group(1)) if match else 0
+    if not port:
+        proc.kill()
+        proc.wait(EXIT_TIMEOUT_S)
+        pytest.fail("the server did not start:\n" + "".join(log))
+    stderr = proc.stderr
+    threading.Thread(target=lambda: log.extend(stderr), daemon=True).start()
+    return CliServer(proc, port, log)

@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import resource
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from integration.apps import HELLO, app
@@ -37,6 +31,7 @@ from .conftest import (
     lazy_fd_allowance,
     open_fds,
     raise_nofile,
+    start_cli_server,
     wait_fds_back,
     wait_no_server_conns,
 )
@@ -121,17 +116,6 @@ EMFILE_EXTRA = 3
 ANSWER_TIMEOUT_S = 5.0
 #: How long a connection that should stay unanswered (still in the backlog) is watched.
 UNANSWERED_S = 1.0
-READY = re.compile(r"serving http://127\.0\.0\.1:(\d+)")
-ROOT = Path(__file__).resolve().parents[2]
-LAUNCHER = (
-    "import resource, runpy, sys\n"
-    "limit = int(sys.argv.pop(1))\n"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))\n"
-    "sys.argv[0] = 'zzz'\n"
-    "runpy.run_module('zzz', run_name='__main__', alter_sys=True)\n"
-)
-
-
 def _read_answer(sock: socket.socket, timeout: float) -> bytes | None:
     """The answer read within ``timeout``; ``None`` if the server closed or reset the
     connection without one (``b""`` means: still open, nothing yet)."""
@@ -159,27 +143,11 @@ def _ask(sock: socket.socket, timeout: float) -> bytes | None:
 
 
 def test_emfile_keeps_serving_and_recovers(backend):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(EMFILE_LIMIT), "run",
-         "tests.integration.apps:app", "--backend", backend, "--port", "0",
-         "--drain-timeout-ms", "1000"],
-        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    log: list[str] = []
+    srv = start_cli_server("tests.integration.apps:app", "--backend", backend,
+                           "--drain-timeout-ms", "1000", nofile=str(EMFILE_LIMIT))
+    proc, port, log = srv.proc, srv.port, srv.log
     socks: list[socket.socket] = []
     try:
-        assert proc.stderr is not None
-        port = 0
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not port:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            log.append(line)
-            match = READY.search(line)
-            port = int(match.group(1)) if match else 0
-        assert port, "".join(log)
-        threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()
-
         used = len(os.listdir(f"/proc/{proc.pid}/fd"))
         room = EMFILE_LIMIT - used
         assert room > 2, f"the server already uses {used} of {EMFILE_LIMIT} fds"
@@ -227,12 +195,7 @@ def test_emfile_keeps_serving_and_recovers(backend):
     finally:
         for sock in socks:
             sock.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        srv.stop()
     text = "".join(log)
     exhausted = [line for line in log if "Too many open files" in line or "EMFILE" in line]
     print(f"[{backend}] EMFILE log lines: {len(exhausted)}")

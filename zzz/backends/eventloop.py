@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._drain import may_close_idle
+from zzz.backends._drain_guard import DrainGuard
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import loop_send_file
 from zzz.backends._watchdog import LoopWatchdog
@@ -914,6 +915,9 @@ class EventLoopBackend:
             backlog=self.config.kernel_backlog,
         )
         self.server.on_shutdown(lambda: _call_threadsafe(loop, stop.set))
+        guard = DrainGuard(loop, state.thread_id, self.config.drain_timeout_ms / 1000.0,
+                           self._describe)
+        self.server.on_shutdown(guard.arm)  # cuts a handler that never gives the loop back
         watchdog = None
         if self.config.loop_block_warn_ms:
             watchdog = LoopWatchdog(loop, self.config.loop_block_warn_ms,
@@ -929,6 +933,7 @@ class EventLoopBackend:
             if main:
                 await self._app_lifecycle("shutdown")
         finally:
+            guard.drained()
             if watchdog is not None:
                 watchdog.stop()
 
