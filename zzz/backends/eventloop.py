@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._drain import may_close_idle
 from zzz.backends._drain_guard import DrainGuard
+from zzz.backends._fd_watch import DescriptorWatch
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import loop_send_file
 from zzz.backends._watchdog import LoopWatchdog
@@ -137,6 +138,8 @@ class LoopState:
         #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
         self.watchdog: LoopWatchdog | None = None
         self.aserver: asyncio.base_events.Server | None = None
+        #: Logs EMFILE once per episode (uvloop is silent); accepts near the limit probe it.
+        self.fd_watch = DescriptorWatch(loop)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -218,6 +221,7 @@ class HttpProtocol(asyncio.Protocol):
         if backend.write_buffer_high != LOOP_DEFAULT_WRITE_BUFFER_HIGH:
             self.transport.set_write_buffer_limits(high=backend.write_buffer_high)
         self._state.connections.add(self)
+        self._state.fd_watch.accepted(len(self._state.connections))
         backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
         self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
@@ -915,6 +919,7 @@ class EventLoopBackend:
             backlog=self.config.kernel_backlog,
         )
         self.server.on_shutdown(lambda: _call_threadsafe(loop, stop.set))
+        state.fd_watch.start(listener, self.config.eventloop.event_loop_count)
         guard = DrainGuard(loop, state.thread_id, self.config.drain_timeout_ms / 1000.0,
                            self._describe)
         self.server.on_shutdown(guard.arm)  # cuts a handler that never gives the loop back
