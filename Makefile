@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-quick bench-interfaces soak soak-short clean fuzz test-matrix autobahn autobahn-quick deploy-deps
+.PHONY: run test lint typecheck pytest bench bench-quick bench-interfaces soak soak-short clean fuzz test-matrix test-versions autobahn autobahn-quick deploy-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ deploy-deps:
 		|| echo "deploy-deps: could not install nginx-light; the deploy tests will skip"; \
 	else echo "deploy-deps: not root or no apt-get; the nginx deploy test will skip"; fi
 
-test: lint typecheck deploy-deps pytest
+test: lint typecheck deploy-deps pytest test-versions
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -67,6 +67,28 @@ NOX_SESSIONS ?= tests
 
 test-matrix: $(STAMP)
 	PATH="$(subst $(space),:,$(PYENV_BINS)):$$PATH" $(PY) -m nox -s $(NOX_SESSIONS)
+
+# Part of `make test` (so CI covers every version): the unit and fuzz suites on the
+# Pythons besides .venv's, both at once (nox `unit-X.Y`, each in a .nox virtualenv
+# installed once with the small `unit` extra), after the main suite so their CPU
+# does not disturb its timing-sensitive tests. An interpreter that is not installed
+# is skipped with a line saying so; a failure prints that session's log and fails.
+EXTRA_PYTHONS ?= 3.12 3.13
+
+test-versions: $(STAMP)
+	@export PATH="$(subst $(space),:,$(PYENV_BINS)):$$PATH"; mkdir -p .nox; \
+	started=$$(date +%s); jobs=""; \
+	for v in $(EXTRA_PYTHONS); do \
+		if python$$v -c "" >/dev/null 2>&1; then \
+			$(PY) -m nox -s unit-$$v >.nox/unit-$$v.log 2>&1 & jobs="$$jobs $$!:$$v"; \
+		else echo "test-versions: skipped: python$$v not found"; fi; \
+	done; \
+	failed=0; for job in $$jobs; do v=$${job#*:}; \
+		if wait $${job%%:*}; then \
+			echo "test-versions: Python $$v: $$(grep -E '[0-9]+ passed' .nox/unit-$$v.log | tail -n 1)"; \
+		else cat .nox/unit-$$v.log; echo "test-versions: Python $$v: FAILED"; failed=1; fi; \
+	done; \
+	echo "test-versions: $$(( $$(date +%s) - started )) s"; exit $$failed
 
 # Autobahn|Testsuite's fuzzing client against both backends (Python 2.7 from pyenv,
 # installed under .autobahn/). All cases take about 10 minutes a backend;

@@ -22,6 +22,10 @@ server. Theory of operation, as a staged script:
      status 2 (the CLI's usage/import error) or ``MAX_STARTUP_FAILURES`` in a
      row mean a crash loop, and the supervisor exits 2 with the error (the
      worker's own error line is already on the shared stderr);
+   - a worker that exits with ``EXIT_DRAIN_CUT`` (75: its drain deadline cut a
+     plain handler that held its event loop, see ``zzz/backends/_drain_guard.py``)
+     stopped as a drained worker does: logged as stopped, replaced at once when it
+     was not retiring, never counted as a death or a start-up failure;
    - a worker draining on its own (``D``) is replaced at once, so its
      successor accepts while it finishes; the socket stays open in the
      supervisor and the other workers, so no connection is refused.
@@ -80,6 +84,7 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.config import Config
+from zzz.exit_codes import EXIT_DRAIN_CUT
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -133,6 +138,8 @@ def resolve_workers(workers: int) -> int:
 
 def describe_exit(returncode: int) -> str:
     """``Popen.returncode`` for a log line: ``exit code 3`` / ``signal SIGKILL``."""
+    if returncode == EXIT_DRAIN_CUT:
+        return f"exit code {returncode}: its drain deadline cut a handler that never returned"
     if returncode < 0:
         try:
             return f"signal {signal.Signals(-returncode).name}"
@@ -330,6 +337,12 @@ class Supervisor:
         how = describe_exit(code)
         if self.stopping or worker.retiring:
             log.info("worker %d stopped (%s)", worker.pid, how)
+            return
+        if code == EXIT_DRAIN_CUT and worker.ready:
+            # Told to stop by someone else (a SIGTERM not from us): it drained as it
+            # should, so it is replaced at once, not counted as a death.
+            log.info("worker %d stopped (%s); replacing it", worker.pid, how)
+            self._next_spawn = time.monotonic()
             return
         if not worker.ready:
             self._startup_failures += 1

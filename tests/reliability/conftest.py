@@ -23,8 +23,15 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import resource
+import signal
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -72,9 +79,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("transport", ["tcp", "tls"], indirect=True)
 
 
-def open_fds() -> int:
-    """Open descriptors of this process (the in-process server's and the test's)."""
-    return len(os.listdir("/proc/self/fd"))
+def open_fds(pid: int | str = "self") -> int:
+    """Open descriptors of a process; by default this one (the in-process server's
+    and the test's)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _tcp_inodes(port: int) -> set[str]:
@@ -94,15 +102,15 @@ def _tcp_inodes(port: int) -> set[str]:
     return inodes
 
 
-def server_conn_fds(port: int) -> int:
-    """Descriptors this process holds for accepted connections of the server on ``port``:
-    the exact leak probe (0 once every client is gone), unlike the total count, which
-    lazily created event loops and pools also move."""
+def server_conn_fds(port: int, pid: int | str = "self") -> int:
+    """Descriptors process ``pid`` (this one by default) holds for accepted connections
+    of the server on ``port``: the exact leak probe (0 once every client is gone),
+    unlike the total count, which lazily created event loops and pools also move."""
     inodes = _tcp_inodes(port)
     held = 0
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
         if target.startswith("socket:[") and target[8:-1] in inodes:
@@ -110,13 +118,14 @@ def server_conn_fds(port: int) -> int:
     return held
 
 
-def wait_no_server_conns(port: int, timeout: float = FD_SETTLE_S) -> int:
+def wait_no_server_conns(port: int, timeout: float = FD_SETTLE_S,
+                         pid: int | str = "self") -> int:
     """Wait (bounded) until the server holds no connection fd; return how many it holds."""
     deadline = time.monotonic() + timeout
-    held = server_conn_fds(port)
+    held = server_conn_fds(port, pid)
     while held and time.monotonic() < deadline:
         time.sleep(0.05)
-        held = server_conn_fds(port)
+        held = server_conn_fds(port, pid)
     return held
 
 
@@ -133,22 +142,103 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def wait_fds_back(baseline: int, slack: int = FD_SLACK, timeout: float = FD_SETTLE_S) -> int:
+def wait_fds_back(baseline: int, slack: int = FD_SLACK, timeout: float = FD_SETTLE_S,
+                  pid: int | str = "self") -> int:
     """Wait (bounded) until the fd count is at most ``baseline + slack``; return it."""
     deadline = time.monotonic() + timeout
-    count = open_fds()
+    count = open_fds(pid)
     while count > baseline + slack and time.monotonic() < deadline:
         time.sleep(0.05)
-        count = open_fds()
+        count = open_fds(pid)
     return count
 
 
 def raise_nofile(needed: int) -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to at least ``needed`` (skip if the hard limit is
-    lower); return the previous limits for the caller to restore."""
+    """Raise RLIMIT_NOFILE so that at least ``needed`` descriptors fit: the soft limit
+    up to the hard one, and the hard one too where the process may (root, or
+    CAP_SYS_RESOURCE); skip the test when it cannot. Returns the previous limits for
+    the caller to restore with ``resource.setrlimit`` (lowering is always allowed)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed}")
+    if soft >= needed:
+        return soft, hard
+    if hard == resource.RLIM_INFINITY or hard >= needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+    except (ValueError, OSError):
+        pytest.skip(f"needs {needed} descriptors; RLIMIT_NOFILE hard limit is {hard} "
+                    "and this process may not raise it (ZZZ_STORM_CONNECTS lowers the need)")
     return soft, hard
+
+
+# ---------------------------------------------------------------------- servers in a subprocess
+
+#: The ready line of ``zzz run``, which names the bound port.
+READY = re.compile(r"serving https?://127\.0\.0\.1:(\d+)")
+#: Longest wait for a server subprocess's ready line.
+READY_TIMEOUT_S = 20.0
+#: Longest wait for a server subprocess to exit once told to stop (then it is killed).
+EXIT_TIMEOUT_S = 15.0
+ROOT = Path(__file__).resolve().parents[2]
+#: ``python -c`` program: set RLIMIT_NOFILE (soft, hard) from argv[1] (``-`` leaves it;
+#: ``max`` raises the soft limit to the hard one), then run ``python -m zzz`` with the rest.
+LAUNCHER = (
+    "import resource, runpy, sys\n"
+    "limit = sys.argv.pop(1)\n"
+    "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+    "if limit == 'max':\n"
+    "    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+    "elif limit != '-':\n"
+    "    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limit), int(limit)))\n"
+    "sys.argv[0] = 'zzz'\n"
+    "runpy.run_module('zzz', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@dataclass
+class CliServer:
+    """A ``zzz run`` subprocess: its port and every stderr line so far (``text()``)."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    log: list[str]
+
+    def text(self) -> str:
+        return "".join(self.log)
+
+    def stop(self) -> int:
+        """SIGTERM (if still running), bounded wait, kill as a last resort; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(EXIT_TIMEOUT_S)
+
+
+def start_cli_server(*args: str, nofile: str = "-") -> CliServer:
+    """``zzz run ARGS --port 0`` in a subprocess with RLIMIT_NOFILE set as ``nofile``
+    says (see :data:`LAUNCHER`); returns once it is ready. The caller must ``stop()``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, nofile, "run", *args, "--port", "0"],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    log: list[str] = []
+    port = 0
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not port:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        log.append(line)
+        match = READY.search(line)
+        port = int(match.group(1)) if match else 0
+    if not port:
+        proc.kill()
+        proc.wait(EXIT_TIMEOUT_S)
+        pytest.fail("the server did not start:\n" + "".join(log))
+    stderr = proc.stderr
+    threading.Thread(target=lambda: log.extend(stderr), daemon=True).start()
+    return CliServer(proc, port, log)

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
+import signal
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from integration.apps import HELLO, app
+from integration.apps import HELLO, MAX_SLOW_MS, app
+from integration.procs import APP as WORKER_APP
+from integration.procs import ZzzProcess, get
 from integration.rawhttp import (
     ConnectionClosed as RawClosed,
 )
@@ -35,10 +41,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 import zzz
+from zzz.exit_codes import EXIT_DRAIN_CUT
 
 from .conftest import (
     lazy_fd_allowance,
     open_fds,
+    start_cli_server,
     wait_fds_back,
     wait_no_server_conns,
 )
@@ -47,8 +55,10 @@ from .conftest import (
 WAIT_S = 5.0
 #: Drain deadline of the never-returning handler test: short, the handler is stuck.
 HANG_DRAIN_MS = 500
-#: Longest the never-returning handler blocks (released at the end of the test).
-HANG_MAX_S = 30.0
+#: How long the never-returning handler is given to start before SIGTERM.
+HANDLER_START_S = 0.5
+#: Time for the stderr reader thread to collect the last lines after the exit.
+LOG_SETTLE_S = 0.2
 #: Longest the server may take to stop once the drain deadline passed.
 STOP_AFTER_DRAIN_S = 3.0
 #: Period of the repeating timer that raises.
@@ -293,43 +303,77 @@ def _timer_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_handler_that_never_returns_is_cut_by_the_drain_deadline(
-        serve, backend, kind, caplog, request):
-    if backend == "eventloop" and kind == "sync":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the event loop runs sync handlers on its own thread: one that never "
-            "returns freezes that loop, so the drain deadline cannot run (see report)")))
-    caplog.set_level(logging.INFO)
-    entered, release = threading.Event(), threading.Event()
-    router = zzz.Router()
-
-    @router.get("/hang")
-    def hang(ctx: zzz.Context) -> None:
-        entered.set()
-        release.wait(HANG_MAX_S)
-        ctx.text(200, "released")
-
-    @router.get("/ahang")
-    async def ahang(ctx: zzz.Context) -> None:
-        entered.set()
-        await asyncio.sleep(HANG_MAX_S)
-        ctx.text(200, "released")
-
-    srv = serve(router, drain_timeout_ms=HANG_DRAIN_MS)
-    client = RawClient(srv)
+def test_handler_that_never_returns_is_cut_by_the_drain_deadline(backend, kind):
+    """SIGTERM while a handler runs far past the drain deadline: the process stops at
+    the deadline, the client's connection closes without an answer, and the log says
+    the drain deadline cut it. A plain handler on the event loop holds the loop itself,
+    so its drain cannot run: the drain guard ends the process with EXIT_DRAIN_CUT
+    after a line naming the request and handler (zzz/backends/_drain_guard.py);
+    everywhere else the drain cuts the connection and the process exits 0."""
+    srv = start_cli_server("tests.integration.apps:app", "--backend", backend,
+                           "--drain-timeout-ms", str(HANG_DRAIN_MS))
+    route = "/slow" if kind == "sync" else "/aslow"
+    client = RawClient(srv.port)
     try:
-        client.send(build("GET", "/hang" if kind == "sync" else "/ahang"))
-        assert entered.wait(WAIT_S)
+        client.send(build("GET", f"{route}?ms={MAX_SLOW_MS}"))
+        time.sleep(HANDLER_START_S)  # the handler is now running
         started = time.monotonic()
-        srv.server.shutdown()
-        srv.thread.join(HANG_DRAIN_MS / 1000.0 + STOP_AFTER_DRAIN_S)
-        assert not srv.thread.is_alive(), "server did not stop after the drain deadline"
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            code = srv.proc.wait(HANG_DRAIN_MS / 1000.0 + STOP_AFTER_DRAIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not stop after the drain deadline:\n" + srv.text())
+        assert time.monotonic() - started < HANG_DRAIN_MS / 1000.0 + STOP_AFTER_DRAIN_S
         with pytest.raises(RawClosed):  # cut: closed without an answer
             client.read_response()
-        assert time.monotonic() - started < HANG_DRAIN_MS / 1000.0 + STOP_AFTER_DRAIN_S
-        messages = [r.getMessage() for r in caplog.records]
-        assert any("drain deadline passed: cutting 1 connection(s)" in m for m in messages), \
-            messages
     finally:
-        release.set()
         client.close()
+        srv.stop()
+    time.sleep(LOG_SETTLE_S)  # the reader thread has the last lines
+    text = srv.text()
+    if backend == "eventloop" and kind == "sync":
+        assert code == EXIT_DRAIN_CUT, text
+        assert re.search(r"drain deadline passed \(500 ms\) while GET /slow \(route /slow, "
+                         r"handler slow\), a handler that never returned, holds the event "
+                         r"loop: the drain deadline cut it", text), text
+    else:
+        assert code == 0, text
+        assert "drain deadline passed: cutting 1 connection(s)" in text, text
+
+
+def test_supervisor_replaces_a_worker_the_drain_guard_ended():
+    """A worker whose drain guard ended it (EXIT_DRAIN_CUT) is a worker that stopped
+    as told, not one that died: the supervisor logs it as stopped, its successor
+    serves, and nothing counts as a death (no respawn back-off). The worker is told
+    to stop by a SIGTERM of its own (an operator's, not the supervisor's) while a
+    plain handler holds its event loop far past the drain deadline."""
+    proc = ZzzProcess([WORKER_APP, "--backend", "eventloop", "--port", "0", "--workers", "1",
+                       "--max-requests", "1000",  # one worker, still supervised
+                       "--drain-timeout-ms", str(HANG_DRAIN_MS)])
+    try:
+        proc.wait_for(r"worker \d+ ready")
+        status, body = get(proc.port, "/pid")
+        assert status == 200
+        pid = int(body)
+        stuck: dict[str, object] = {}
+
+        def hang() -> None:
+            try:
+                stuck["answer"] = get(proc.port, f"/slow?ms={MAX_SLOW_MS}")
+            except OSError as exc:
+                stuck["answer"] = exc
+
+        thread = threading.Thread(target=hang)
+        thread.start()
+        time.sleep(HANDLER_START_S)
+        os.kill(pid, signal.SIGTERM)
+        proc.wait_for(rf"worker {pid} stopped \(exit code {EXIT_DRAIN_CUT}: its drain "
+                      r"deadline cut a handler that never returned\)")
+        proc.wait_for(r"worker \d+ ready", 2)
+        thread.join(WAIT_S)
+        assert isinstance(stuck.get("answer"), OSError), stuck  # cut, never answered
+        status, body = get(proc.port, "/pid")
+        assert status == 200 and int(body) != pid
+        assert not proc.matches(r"died|respawning in"), proc.log()
+    finally:
+        proc.stop()

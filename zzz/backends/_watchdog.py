@@ -35,6 +35,20 @@ WATCHDOG_JOIN_S = 1.0
 MAX_STACK_DEPTH = 200
 
 
+def request_on_stack(thread_id: int) -> Request | None:
+    """The request the thread ``thread_id`` is handling now: the innermost frame of its
+    stack holding a :class:`Request` (or None). Also used by the drain guard."""
+    frame = sys._current_frames().get(thread_id)
+    depth = 0
+    while frame is not None and depth < MAX_STACK_DEPTH:
+        for value in frame.f_locals.values():
+            if isinstance(value, Request):
+                return value
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
 class LoopWatchdog:
     """Watches one loop; ``current`` returns the request running inline (or None)."""
 
@@ -65,15 +79,7 @@ class LoopWatchdog:
 
     def current(self) -> Request | None:
         """The request being handled on the loop thread now, from its stack (or None)."""
-        frame = sys._current_frames().get(self.thread_id)
-        depth = 0
-        while frame is not None and depth < MAX_STACK_DEPTH:
-            for value in frame.f_locals.values():
-                if isinstance(value, Request):
-                    return value
-            frame = frame.f_back
-            depth += 1
-        return None
+        return request_on_stack(self.thread_id)
 
     def stop(self) -> None:
         """Stop watching; the watchdog thread has ended when this returns."""

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from zzz.backends._dispatch import LINGER_CLOSE_S, LINGER_MAX_BYTES, answer_expect, app_error
 from zzz.backends._drain import may_close_idle
+from zzz.backends._drain_guard import DrainGuard
+from zzz.backends._fd_watch import DescriptorWatch
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import loop_send_file
 from zzz.backends._sockopts import sized_reads, transport_tuner
@@ -134,6 +136,8 @@ class LoopState:
         #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
         self.watchdog: LoopWatchdog | None = None
         self.aserver: asyncio.base_events.Server | None = None
+        #: Logs EMFILE once per episode (uvloop is silent); accepts near the limit probe it.
+        self.fd_watch = DescriptorWatch(loop)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -216,6 +220,7 @@ class HttpProtocol(asyncio.Protocol):
         if backend.tune_transport is not None:  # watermarks, tcp_nodelay=False (_sockopts)
             backend.tune_transport(self.transport)
         self._state.connections.add(self)
+        self._state.fd_watch.accepted(len(self._state.connections))
         backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
         self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
@@ -913,6 +918,10 @@ class EventLoopBackend:
             backlog=self.config.kernel_backlog,
         )
         self.server.on_shutdown(lambda: _call_threadsafe(loop, stop.set))
+        state.fd_watch.start(listener, self.config.eventloop.event_loop_count)
+        guard = DrainGuard(loop, state.thread_id, self.config.drain_timeout_ms / 1000.0,
+                           self._describe)
+        self.server.on_shutdown(guard.arm)  # cuts a handler that never gives the loop back
         watchdog = None
         if self.config.loop_block_warn_ms:
             watchdog = LoopWatchdog(loop, self.config.loop_block_warn_ms,
@@ -928,6 +937,7 @@ class EventLoopBackend:
             if main:
                 await self._app_lifecycle("shutdown")
         finally:
+            guard.drained()
             if watchdog is not None:
                 watchdog.stop()
 

@@ -44,6 +44,7 @@ from zzz.backends._dispatch import (
     app_error,
 )
 from zzz.backends._drain import may_close_idle
+from zzz.backends._handshakes_last import HandshakesLast
 from zzz.backends._listener import bind_listener, bound_address
 from zzz.backends._sendfile import native_send_file
 from zzz.backends._sockopts import accepted_options, apply_options
@@ -99,6 +100,10 @@ PUT_POLL_S = 0.1
 #: descriptors or memory: the pending connection stays in the kernel backlog (so the
 #: listener stays readable) and retrying at once would spin.
 ACCEPT_BACKOFF_S = 0.1
+#: Connections accepted per wake-up of the acceptor before it polls again: a burst
+#: of thousands would otherwise keep parked clients' requests waiting until every
+#: one is accepted and TLS-wrapped (the listener is level-triggered: the rest follow).
+ACCEPT_BATCH = 64
 #: ``accept()`` errors that mean the process (not one client) is out of a resource.
 _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: ``accept()`` errors that mean the listening socket itself is unusable. Any other
@@ -123,7 +128,7 @@ class BoundedQueue:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: collections.deque[Conn] = collections.deque()
+        self._items: HandshakesLast[Conn] = HandshakesLast()  # TLS handshakes after requests
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -535,7 +540,7 @@ class NativeBackend:
         return True
 
     def _accept_all(self) -> None:
-        while True:
+        for _ in range(ACCEPT_BATCH):  # then back to poll: parked requests go first
             try:
                 sock, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
