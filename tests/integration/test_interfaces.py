@@ -216,6 +216,41 @@ def test_wsgi_iterable_close_is_always_called(serve):
     assert "/small" in closed and "/big" in closed
 
 
+def test_wsgi_iterable_closed_when_the_client_leaves_during_next(serve):
+    """The client goes away while a thread is inside the iterable's next(): close()
+    still comes once that piece is produced (a running generator cannot be closed)."""
+    closed = threading.Event()
+    producing = threading.Event()
+
+    class Body:
+        def __iter__(self) -> Any:
+            yield b"first"
+            producing.set()
+            time.sleep(0.5)  # the client leaves meanwhile
+            for _ in range(1000):
+                yield b"x" * 65536
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body() if environ["PATH_INFO"] == "/slow" else [b"ok"]
+
+    srv = serve(app)
+    with RawClient(srv) as client:
+        client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.sock.recv(100)
+        assert producing.wait(SOCKET_TIMEOUT_S)
+    assert closed.wait(SOCKET_TIMEOUT_S)
+    assert_still_serving_wsgi_ok(srv)
+
+
+def assert_still_serving_wsgi_ok(srv: Any) -> None:
+    with httpx.Client(timeout=SOCKET_TIMEOUT_S) as client:
+        assert client.get(f"{srv.url}/").status_code == 200
+
+
 def test_wsgi_file_wrapper_uses_sendfile(serve, tmp_path, monkeypatch):
     payload = os.urandom(3 * 1024 * 1024)
     path = tmp_path / "blob.bin"

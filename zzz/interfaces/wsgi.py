@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -295,18 +296,39 @@ def _stream(first: bytes, iterator: Iterator[bytes], result: Iterable[bytes],
 
 
 async def _iterate_on(pool: Any, stream: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Each ``next()`` of a blocking iterable on ``pool`` (never on the loop)."""
+    """Each ``next()`` of a blocking iterable on ``pool`` (never on the loop).
+
+    ``close()`` waits for a ``next()`` still running in a thread (a generator cannot
+    be closed while it runs: "generator already executing"), which happens when the
+    client goes away and the writing task is cancelled mid-``next()``. That close is
+    then left to the pool rather than awaited: the producer may take its time."""
     loop = asyncio.get_running_loop()
     done = object()
+    lock = threading.Lock()
+
+    def step() -> Any:
+        with lock:
+            return next(stream, done)
+
+    def close() -> None:
+        with lock:
+            stream_close = getattr(stream, "close", None)
+            if stream_close is not None:
+                stream_close()
+
+    in_next = False
     try:
         while True:
-            piece = await loop.run_in_executor(pool, next, stream, done)
+            in_next = True
+            piece = await loop.run_in_executor(pool, step)
+            in_next = False
             if piece is done:
                 return
-            yield piece  # type: ignore[misc]
+            yield piece
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
+        if in_next:
+            loop.run_in_executor(pool, close)  # runs once that next() has returned
+        else:
             await loop.run_in_executor(pool, close)
 
 
