@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+
+from zzz.backends.eventloop import IDLE_COMPACT_S
 
 from .apps import HELLO, app
 from .rawhttp import RawClient, assert_still_serving, build
@@ -16,6 +19,20 @@ def test_keepalive_is_the_default_on_http11(serve):
             assert response.status == 200
             assert not response.closes
             assert json.loads(response.body) == {"id": str(i), "q": None}
+
+
+def test_an_idle_keepalive_connection_serves_again_after_compaction(serve):
+    """Idle past IDLE_COMPACT_S (event loop) or parked (native), a connection has
+    dropped its parser; the next requests, pipelined too, are served as before."""
+    srv = serve(app)
+    with RawClient(srv) as client:
+        for i in range(3):
+            if i:
+                time.sleep(2 * IDLE_COMPACT_S + 0.2)
+            client.send(b"GET /users/1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET /users/2?q=a HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert json.loads(client.read_response().body) == {"id": "1", "q": None}
+            assert json.loads(client.read_response().body) == {"id": "2", "q": "a"}
 
 
 def test_http10_closes_by_default(serve):

@@ -85,6 +85,25 @@ def test_in_request_tracks_a_partial_request() -> None:
     assert conn.in_request is False
 
 
+def test_compact_drops_the_parser_only_between_requests() -> None:
+    conn = HTTPConnection(TEST_LIMITS)
+    assert conn.compact() is True  # fresh: nothing to lose
+    assert conn.compact() is False  # already compact
+    assert conn.feed(GET[:9]) == []
+    assert conn.compact() is False  # mid-head: the parser holds the request line
+    (first,) = conn.feed(GET[9:] + b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    assert first.path == "/"
+    assert conn.compact() is False  # mid-body
+    (second,) = conn.feed(b"cd")
+    assert second.body == b"abcd"
+    assert conn.compact() is True
+    # A fresh parser takes the next request exactly as the old one would have.
+    (third,) = conn.feed(b"GET /again?x=1 HTTP/1.0\r\n\r\n")
+    assert (third.path, third.query_string, third.http_version) == ("/again", "x=1", "1.0")
+    assert third.keep_alive is False
+    assert conn.compact() is False  # HTTP/1.0 without keep-alive: past its last request
+
+
 def test_eof_makes_the_connection_dead() -> None:
     conn = HTTPConnection(TEST_LIMITS)
     assert conn.feed(b"") == []

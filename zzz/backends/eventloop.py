@@ -37,6 +37,7 @@ from zzz.backends._drain import may_close_idle
 from zzz.backends._drain_guard import DrainGuard
 from zzz.backends._fd_watch import DescriptorWatch
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._peers import client_address
 from zzz.backends._sendfile import loop_send_file
 from zzz.backends._sockopts import sized_reads, transport_tuner
 from zzz.backends._watchdog import LoopWatchdog
@@ -123,6 +124,12 @@ class LoopTimers:
         timer.fire()
 
 
+#: A keep-alive connection idle this long drops its parser (``HTTPConnection.compact``:
+#: about 850 of its bytes; its next request rebuilds one in about half a microsecond).
+#: Swept by one loop timer at this interval, so no request pays for it.
+IDLE_COMPACT_S = 0.5
+
+
 class LoopState:
     """What one loop shares with its connections."""
 
@@ -136,8 +143,26 @@ class LoopState:
         #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
         self.watchdog: LoopWatchdog | None = None
         self.aserver: asyncio.base_events.Server | None = None
+        self._compactor: asyncio.TimerHandle | None = None
         #: Logs EMFILE once per episode (uvloop is silent); accepts near the limit probe it.
         self.fd_watch = DescriptorWatch(loop)
+
+    def start_compacting(self) -> None:
+        self._compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
+
+    def stop_compacting(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
+            self._compactor = None
+
+    def _compact_idle(self) -> None:
+        """Connections idle for ``IDLE_COMPACT_S`` drop their parser (see the constant)."""
+        limit = self.loop.time() - IDLE_COMPACT_S
+        for conn in self.connections:
+            engine = conn._engine
+            if engine is not None and not conn._busy and conn._idle_since <= limit:
+                engine.compact()
+        self._compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -209,7 +234,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         backend = self._state.backend
         peer = transport.get_extra_info("peername")
-        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        client = client_address(peer)
         self._client = client
         self._engine = backend.engine_class(backend.limits, client, backend.scheme,
                                             backend.stream_body)
@@ -919,6 +944,7 @@ class EventLoopBackend:
         )
         self.server.on_shutdown(lambda: _call_threadsafe(loop, stop.set))
         state.fd_watch.start(listener, self.config.eventloop.event_loop_count)
+        state.start_compacting()
         guard = DrainGuard(loop, state.thread_id, self.config.drain_timeout_ms / 1000.0,
                            self._describe)
         self.server.on_shutdown(guard.arm)  # cuts a handler that never gives the loop back
@@ -937,6 +963,7 @@ class EventLoopBackend:
             if main:
                 await self._app_lifecycle("shutdown")
         finally:
+            state.stop_compacting()
             guard.drained()
             if watchdog is not None:
                 watchdog.stop()

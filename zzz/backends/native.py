@@ -46,6 +46,7 @@ from zzz.backends._dispatch import (
 from zzz.backends._drain import may_close_idle
 from zzz.backends._handshakes_last import HandshakesLast
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._peers import client_address
 from zzz.backends._sendfile import native_send_file
 from zzz.backends._sockopts import accepted_options, apply_options
 from zzz.backends._thread_timers import ThreadTimerService
@@ -554,7 +555,7 @@ class NativeBackend:
                 log.info("accept succeeds again")
             if self.accept_options:  # none on Linux: inherited from the listener
                 apply_options(sock, self.accept_options)
-            client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
+            client = client_address(addr)
             engine = self.engine_class(self.limits, client, self.scheme, self.server.stream_body)
             context = self.server.ssl_context  # read per accept: reload_tls() swaps it
             if context is None:
@@ -1162,6 +1163,10 @@ class NativeBackend:
                 and may_close_idle(conn.engine, time.monotonic() - conn.idle_since)):
             self._close(conn)
             return
+        # Parked, it holds no parser: the wait costs a thread hand-off anyway, next to
+        # which rebuilding one (about half a microsecond) is nothing, and 850 bytes of
+        # each idle keep-alive connection are saved.
+        conn.engine.compact()
         self.parker.park(conn)
 
     def _close(self, conn: Conn) -> None:
