@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
@@ -161,7 +161,7 @@ class WSGIApplication:
         response = await loop.run_in_executor(pool, self.call, request, server)
         stream = response.stream
         if isinstance(stream, Iterator):
-            response.stream = _iterate_on(pool, stream)
+            response.stream = _OnPool(pool, stream)
         return response
 
     # ------------------------------------------------------------------ one call
@@ -258,7 +258,7 @@ class WSGIApplication:
             _close(result)
             return _INTERNAL_ERROR
         head[2] = True
-        response.stream = _stream(first, iterator, result, request)
+        response.stream = _Body(first, iterator, result)
         return response
 
     @staticmethod
@@ -280,56 +280,99 @@ class WSGIApplication:
         return Response(status, pairs)
 
 
-def _stream(first: bytes, iterator: Iterator[bytes], result: Iterable[bytes],
-            request: Request) -> Iterator[bytes]:
-    """The body after the head: what the app produces, then ``close()`` — always."""
-    try:
+class _Body:
+    """The body after the head: what the app produces, then its ``close()`` — always.
+
+    A class rather than a generator with a ``finally``: closing a generator that
+    never started skips its ``finally``, and a body can be dropped before its first
+    piece is asked for (the client left, the writing task was cancelled while its
+    first ``next()`` was still queued on the pool), which left the app's iterable
+    unclosed."""
+
+    __slots__ = ("_closed", "_first", "_iterator", "_result")
+
+    def __init__(self, first: bytes, iterator: Iterator[bytes], result: Iterable[bytes]) -> None:
+        self._first = first
+        self._iterator = iterator
+        self._result = result
+        self._closed = False
+
+    def __iter__(self) -> _Body:
+        return self
+
+    def __next__(self) -> bytes:
+        first = self._first
         if first:
-            yield first
-        for piece in iterator:
-            if not isinstance(piece, bytes | bytearray | memoryview):
-                raise TypeError(f"the WSGI iterable yielded {type(piece).__name__}, not bytes")
-            if piece:
-                yield bytes(piece)
-    finally:
-        _close(result)
+            self._first = b""
+            return first
+        try:
+            for piece in self._iterator:
+                if not isinstance(piece, bytes | bytearray | memoryview):
+                    raise TypeError(
+                        f"the WSGI iterable yielded {type(piece).__name__}, not bytes")
+                if piece:
+                    return bytes(piece)
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+        raise StopIteration
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _close(self._result)
 
 
-async def _iterate_on(pool: Any, stream: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Each ``next()`` of a blocking iterable on ``pool`` (never on the loop).
+#: What a pooled ``next()`` returns at the end of the body.
+_DONE: Any = object()
+
+
+class _OnPool:
+    """A blocking body as an async iterator: each ``next()`` on ``pool`` (never on
+    the loop), and ``aclose()`` always closes the body, started or not.
 
     ``close()`` waits for a ``next()`` still running in a thread (a generator cannot
-    be closed while it runs: "generator already executing"), which happens when the
-    client goes away and the writing task is cancelled mid-``next()``. That close is
-    then left to the pool rather than awaited: the producer may take its time."""
-    loop = asyncio.get_running_loop()
-    done = object()
-    lock = threading.Lock()
+    be closed while it runs), which happens when the client goes away and the
+    writing task is cancelled mid-``next()``: that close is then left to the pool
+    rather than awaited, as the producer may take its time. Either way it is
+    shielded: a cancelled pool job that had not started would never run."""
 
-    def step() -> Any:
-        with lock:
-            return next(stream, done)
+    __slots__ = ("_body", "_in_next", "_lock", "_pool")
 
-    def close() -> None:
-        with lock:
-            stream_close = getattr(stream, "close", None)
-            if stream_close is not None:
-                stream_close()
+    def __init__(self, pool: Any, body: Iterator[bytes]) -> None:
+        self._pool = pool
+        self._body = body
+        self._lock = threading.Lock()
+        self._in_next = False
 
-    in_next = False
-    try:
-        while True:
-            in_next = True
-            piece = await loop.run_in_executor(pool, step)
-            in_next = False
-            if piece is done:
-                return
-            yield piece
-    finally:
-        if in_next:
-            loop.run_in_executor(pool, close)  # runs once that next() has returned
-        else:
-            await loop.run_in_executor(pool, close)
+    def __aiter__(self) -> _OnPool:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._in_next = True
+        piece = await asyncio.get_running_loop().run_in_executor(self._pool, self._step)
+        self._in_next = False
+        if piece is _DONE:
+            raise StopAsyncIteration
+        return piece  # type: ignore[no-any-return]
+
+    def _step(self) -> Any:
+        with self._lock:
+            return next(self._body, _DONE)
+
+    def _close(self) -> None:
+        with self._lock:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+
+    async def aclose(self) -> None:
+        # Never cancelled once asked for: the connection's loss cancels the task that
+        # awaits this, and a cancelled pool job that had not started never runs.
+        closing = asyncio.shield(asyncio.get_running_loop().run_in_executor(self._pool, self._close))
+        if not self._in_next:  # else it runs once that next() has returned
+            await closing
 
 
 def _file_body(file: Any) -> FileBody | None:
