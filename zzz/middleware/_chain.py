@@ -21,6 +21,10 @@ class ChainObserver:
 
     __slots__ = ()
 
+    #: True when :meth:`_observing` can say no (a subclass overriding it sets this):
+    #: the others skip the call on every request.
+    _filtered = False
+
     def _observing(self, ctx: Context) -> bool:
         """False: run the chain without timing it (say, its log level is off)."""
         return True
@@ -30,7 +34,7 @@ class ChainObserver:
         raise NotImplementedError
 
     def __call__(self, ctx: Context) -> None:
-        if not self._observing(ctx):
+        if self._filtered and not self._observing(ctx):
             ctx.next()
             return
         start = time.perf_counter_ns()
@@ -45,7 +49,7 @@ class ChainObserver:
             self._done(ctx, status, start)
 
     async def acall(self, ctx: Context) -> None:
-        if not self._observing(ctx):
+        if self._filtered and not self._observing(ctx):
             await ctx.next()
             return
         start = time.perf_counter_ns()

@@ -35,9 +35,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed)
 
 
+_ID_BITS = GENERATED_ID_BYTES * 8
+_ID_FORMAT = f"%0{GENERATED_ID_BYTES * 2}x"
+
+
 def new_request_id() -> str:
     """A fresh request ID: :data:`GENERATED_ID_BYTES` random bytes, hex-encoded."""
-    return _random.getrandbits(GENERATED_ID_BYTES * 8).to_bytes(GENERATED_ID_BYTES, "big").hex()
+    return _ID_FORMAT % _random.getrandbits(_ID_BITS)
 
 
 class RequestId:

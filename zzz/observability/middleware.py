@@ -122,11 +122,11 @@ class RouteMetrics(ChainObserver):
         self._duration.labels(pattern).observe(seconds)
 
     def __call__(self, ctx: Context) -> None:
-        if not self._scrape(ctx):
+        if ctx.request.path != self.path or not self._scrape(ctx):
             ChainObserver.__call__(self, ctx)
 
     async def acall(self, ctx: Context) -> None:
-        if not self._scrape(ctx):
+        if ctx.request.path != self.path or not self._scrape(ctx):
             await ChainObserver.acall(self, ctx)
 
 
@@ -172,6 +172,7 @@ class StructuredLogger(ChainObserver):
     """
 
     __slots__ = ("_json", "_level", "_levelname", "_lines", "_log")
+    _filtered = True
 
     def __init__(self, level: int | str = logging.INFO, format: str = "text",
                  logger: str | logging.Logger = REQUEST_LOGGER) -> None:
