@@ -90,6 +90,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.own_formatter: logging.Formatter = JsonFormatter() if json else TextFormatter()
         self.setFormatter(self.own_formatter)
         self._stamp: tuple[int, str] = (-1, "")
+        #: (levelname, logger name) -> the constant middle of a JSON line.
+        self._heads: dict[tuple[str, str], str] = {}
         #: The buffer: one list for the handler's life (never swapped), so a line
         #: appended by code a signal handler interrupted is never lost (see _take).
         self._lines: list[str] = []
@@ -148,9 +150,12 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         (only read in the JSON format), newline included."""
         if not self.json:
             return f"{self.stamp(now)} {levelname} {name}: {message}\n"
-        return (f'{{"timestamp": "{self.stamp(now)}", "level": "{levelname.lower()}", '
-                f'"logger": {encode_basestring(name)}, "message": {encode_basestring(message)}'
-                f'{encoded}}}\n')
+        head = self._heads.get((levelname, name))
+        if head is None:
+            head = self._heads[levelname, name] = (
+                f'", "level": "{levelname.lower()}", "logger": {encode_basestring(name)}, '
+                f'"message": ')
+        return f'{{"timestamp": "{self.stamp(now)}{head}{encode_basestring(message)}{encoded}}}\n'
 
     def write(self, line: str) -> None:
         """Buffer one finished line (ending in a newline); written at FLUSH_SIZE or FLUSH_AGE_S.
@@ -319,11 +324,6 @@ def _write_all(fd: int, data: bytes, start: int, stop: int) -> int:
 
 #: A ``str`` as a JSON string, as ``json.dumps(..., ensure_ascii=False)`` writes it.
 json_str = encode_basestring
-
-
-def json_opt(value: str | None) -> str:
-    """:data:`json_str`, or ``null`` for None."""
-    return "null" if value is None else encode_basestring(value)
 
 
 def json_fields(fields: dict[str, Any]) -> str:

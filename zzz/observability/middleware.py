@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.context import Context
 from zzz.middleware._chain import ChainObserver
-from zzz.observability.lines import LinePath, json_opt, json_str
+from zzz.observability.lines import LinePath, json_str
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -202,21 +202,24 @@ class StructuredLogger(ChainObserver):
         where = f"{client[0]}:{client[1]}" if client else None
         request_id = _request_id(ctx)
         agent = request.headers.get("user-agent")
-        # Spelled out (not a loop over a dict of fields): this runs per request.
-        encoded = _encoded(method, path, route, status, duration_us, where, request_id,
-                           agent) if self._json else ""
-        if encoded:
+        now = time.time()
+        handler = self._lines.handler(now)
+        # Spelled out (not a loop over a dict of fields, no helper calls): this runs per request.
+        encoded = ""
+        if self._json or (handler is not None and handler.json):
+            encoded = (f', "method": {json_str(method)}, "path": {json_str(path)}, '
+                       f'"route": {json_str(route)}, "status": {status}, '
+                       f'"duration_us": {duration_us}, '
+                       f'"client": {"null" if where is None else json_str(where)}, '
+                       f'"request_id": {"null" if request_id is None else json_str(request_id)}, '
+                       f'"user_agent": {"null" if agent is None else json_str(agent)}')
+        if self._json:
             message = "{" + encoded[2:] + "}"  # = json.dumps(fields, ensure_ascii=False)
         else:  # method is a token, status and duration numbers: never quoted
             message = (f"method={method} path={_logfmt(path)} route={_logfmt(route)} "
                        f"status={status} duration_us={duration_us} client={where or '-'} "
                        f"request_id={_logfmt(request_id)} user_agent={_logfmt(agent)}")
-        now = time.time()
-        handler = self._lines.handler(now)
         if handler is not None:
-            if handler.json and not encoded:
-                encoded = _encoded(method, path, route, status, duration_us, where, request_id,
-                                   agent)
             handler.write(handler.line(now, self._levelname, self._log.name, message, encoded))
             return
         self._log.log(self._level, "%s", message, extra={
@@ -224,15 +227,6 @@ class StructuredLogger(ChainObserver):
             "duration_us": duration_us, "client": where, "request_id": request_id,
             "user_agent": agent,
         })
-
-
-def _encoded(method: str, path: str, route: str, status: int, duration_us: int,
-             client: str | None, request_id: str | None, agent: str | None) -> str:
-    """The structured fields as :func:`~zzz.observability.lines.json_fields` writes them."""
-    return (f', "method": {json_str(method)}, "path": {json_str(path)}, '
-            f'"route": {json_str(route)}, "status": {status}, '
-            f'"duration_us": {duration_us}, "client": {json_opt(client)}, '
-            f'"request_id": {json_opt(request_id)}, "user_agent": {json_opt(agent)}')
 
 
 def _request_id(ctx: Context) -> str | None:

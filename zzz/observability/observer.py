@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.http.request import Request
 from zzz.http.response import Response
-from zzz.observability.lines import LinePath, json_opt, json_str
+from zzz.observability.lines import LinePath, json_str
 from zzz.observability.logs import ACCESS_LOGGER
 
 if TYPE_CHECKING:
@@ -325,7 +325,8 @@ def _log_access(lines: LinePath, request: Request, response: Response | None, st
                 f'"message": {json_str(message)}, "method": {json_str(method)}, '
                 f'"path": {json_str(path)}, "status": {status}, "duration_us": {duration_us}, '
                 f'"bytes": {size}, "client": {json_str(where)}, '
-                f'"request_id": {json_opt(request_id)}, "user_agent": {json_opt(agent)}, '
+                f'"request_id": {"null" if request_id is None else json_str(request_id)}, '
+                f'"user_agent": {"null" if agent is None else json_str(agent)}, '
                 f'"http_version": {json_str(version)}}}\n')
         else:
             handler.write(f"{handler.stamp(now)} INFO zzz.access: {message}\n")
