@@ -14,6 +14,7 @@ import time
 
 from zzz.context import Context
 from zzz.errors import HTTPError
+from zzz.http.headers import Headers
 
 
 class ChainObserver:
@@ -62,3 +63,17 @@ class ChainObserver:
             raise
         finally:
             self._done(ctx, status, start)
+
+
+def first_header(headers: Headers, lowered: str) -> str | None:
+    """The first value of header ``lowered`` (a lower-case name) by one pass over the fields.
+
+    ``Headers.get`` builds a lookup index of every field on first use; middleware
+    reading one or two headers per request on every request (request ids, log lines)
+    is cheaper scanning the few fields a request carries, comparing lengths first.
+    """
+    size = len(lowered)
+    for name, value in headers.items():
+        if len(name) == size and name.lower() == lowered:
+            return value
+    return None

@@ -15,6 +15,7 @@ import random
 import re
 
 from zzz.context import Context
+from zzz.middleware._chain import first_header
 
 #: Longest incoming request ID reused; longer ones are replaced (they end up in logs).
 MAX_REQUEST_ID_LENGTH = 128
@@ -51,14 +52,15 @@ class RequestId:
     client cannot smuggle arbitrary text into logs or responses.
     """
 
-    __slots__ = ("assign", "header")
+    __slots__ = ("_lowered", "assign", "header")
 
     def __init__(self, header: str = "X-Request-ID", assign: str = "request_id") -> None:
         self.header = header
+        self._lowered = header.lower()
         self.assign = assign
 
     def _begin(self, ctx: Context) -> None:
-        incoming = ctx.headers.get(self.header)
+        incoming = first_header(ctx.request.headers, self._lowered)
         if incoming is not None and _SAFE_ID.fullmatch(incoming):
             request_id = incoming
         else:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from zzz.context import Context
-from zzz.middleware._chain import ChainObserver
+from zzz.middleware._chain import ChainObserver, first_header
 from zzz.observability.lines import LinePath, json_str
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class StructuredLogger(ChainObserver):
         duration_us = (time.perf_counter_ns() - start_ns) // 1000
         where = f"{client[0]}:{client[1]}" if client else None
         request_id = _request_id(ctx)
-        agent = request.headers.get("user-agent")
+        agent = first_header(request.headers, "user-agent")
         now = time.time()
         handler = self._lines.handler(now)
         # Spelled out (not a loop over a dict of fields, no helper calls): this runs per request.
@@ -236,7 +236,7 @@ def _request_id(ctx: Context) -> str | None:
     for name, value in ctx.response_headers:
         if name.lower() == "x-request-id":
             return value
-    return ctx.request.headers.get("x-request-id")
+    return first_header(ctx.request.headers, "x-request-id")
 
 
 #: Characters that make a logfmt value need quoting.

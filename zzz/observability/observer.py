@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.middleware._chain import first_header
 from zzz.observability.lines import LinePath, json_str
 from zzz.observability.logs import ACCESS_LOGGER
 
@@ -301,7 +302,7 @@ class Observer:
 def _log_access(lines: LinePath, request: Request, response: Response | None, status: int,
                 size: int, duration_us: int) -> None:
     headers = request.headers
-    request_id = headers.get(REQUEST_ID_HEADER)
+    request_id = first_header(headers, REQUEST_ID_HEADER)
     if request_id is None and response is not None:
         for name, value in response.headers:
             if name.lower() == REQUEST_ID_HEADER:
@@ -309,7 +310,7 @@ def _log_access(lines: LinePath, request: Request, response: Response | None, st
                 break
     client = request.client
     where = f"{client[0]}:{client[1]}" if client else "-"
-    agent = headers.get("user-agent")
+    agent = first_header(headers, "user-agent")
     method = request.method
     path = request.raw_path
     version = request.http_version
