@@ -189,7 +189,11 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        self._lines.append(line)  # after every buffered line, then all written now
+        lines = self._lines
+        first = not lines
+        lines.append(line)  # after every buffered line, then all written now
+        if first and self._flushing == threading.get_ident():
+            self._wake()  # re-entered from a signal handler: flush() skips, the flusher writes
         self.flush()
 
     def flush(self) -> None:
@@ -211,10 +215,10 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self._flushing = 0
 
     def close(self) -> None:
-        self.flush()
         with self._lock:
             self._closed = True  # later lines are written at once: nobody flushes at exit anymore
             self._ready.notify()
+        self.flush()
         super().close()
 
     # ------------------------------------------------------------------ writing
