@@ -292,3 +292,28 @@ def test_generated_request_ids_are_hex_unique_and_differ_after_fork():
         child_id = reader.read().decode()
     assert len(child_id) == GENERATED_ID_BYTES * 2
     assert child_id != new_request_id()  # reseeded at fork, not the parent's sequence
+
+
+def test_configure_logging_again_after_its_stream_was_closed(monkeypatch):
+    """The CLI configures logging once per run; a second call replaces (and closes) the
+    first handler even when the stream it wrote to is gone (pytest's capture, say)."""
+    from zzz.observability.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    first_stream = io.TextIOWrapper(io.BytesIO())  # like pytest's capture: flush() fails once closed
+    monkeypatch.setattr("sys.stderr", first_stream)
+    try:
+        configure_logging("info", "text")
+        first = [h for h in root.handlers if isinstance(h, LineHandler)]
+        first_stream.close()
+        monkeypatch.setattr("sys.stderr", io.StringIO())
+        configure_logging("info", "json")
+        ours = [h for h in root.handlers if isinstance(h, LineHandler)]
+        assert len(ours) == 1 and ours[0].json and ours[0] is not first[0]
+    finally:
+        for handler in root.handlers:
+            if isinstance(handler, LineHandler):
+                handler.close()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])

@@ -210,7 +210,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 if data:
                     self._write_out(data)
                 elif self._fd is None:
-                    super().flush()
+                    with contextlib.suppress(ValueError, OSError):  # a stream closed under us
+                        super().flush()
             finally:
                 self._flushing = 0
 
