@@ -156,7 +156,10 @@ _OBSERVED_EXTRA = ["--metrics-path", "/metrics", "--health-path", "/healthz",
 #: ... plus one access line per request, actually written (``--log-level info``; the
 #: harness sends the server's stderr to a log file).
 _LOGGED_EXTRA = [*_OBSERVED_EXTRA, "--access-log", "--log-level", "info"]
+#: ... or instead one JSON line per request from the Router's ``structured_logger("info")``.
+_SLOGGED_EXTRA = [*_OBSERVED_EXTRA, "--log-format", "json", "--log-level", "info"]
 _OBSERVED_APP = "bench.apps.zzz_observed_app:app"
+_SLOGGED_APP = "bench.apps.zzz_observed_app:json_logged_app"
 # The event-loop backend runs WSGI on its blocking pool: the same 4 threads as every pool.
 _EVENTLOOP_WSGI_EXTRA = ["--interface", "wsgi", "--eventloop-blocking-threads", str(POOL_THREADS)]
 
@@ -186,22 +189,32 @@ HTTP_SERVERS: dict[str, ServerSpec] = {
         ServerSpec(
             "zzz-native-observed",
             _zzz(_OBSERVED_APP, "native", [*_NATIVE_EXTRA, *_OBSERVED_EXTRA]),
-            "zzz-native + metrics/probes (server) + zzz.metrics()/structured_logger() (router)",
+            "zzz-native + metrics/probes (server) + the recommended Router stack, nothing logged",
         ),
         ServerSpec(
             "zzz-eventloop-observed",
             _zzz(_OBSERVED_APP, "eventloop", _OBSERVED_EXTRA),
-            "zzz-eventloop + metrics/probes (server) + zzz.metrics()/structured_logger() (router)",
+            "zzz-eventloop + metrics/probes (server) + the recommended Router stack, nothing logged",
         ),
         ServerSpec(
             "zzz-native-logged",
             _zzz(_OBSERVED_APP, "native", [*_NATIVE_EXTRA, *_LOGGED_EXTRA]),
-            "zzz-native-observed + access log and structured_logger lines written (info)",
+            "zzz-native-observed + the server's access log, one text line per request",
         ),
         ServerSpec(
             "zzz-eventloop-logged",
             _zzz(_OBSERVED_APP, "eventloop", _LOGGED_EXTRA),
-            "zzz-eventloop-observed + access log and structured_logger lines written (info)",
+            "zzz-eventloop-observed + the server's access log, one text line per request",
+        ),
+        ServerSpec(
+            "zzz-native-slogged",
+            _zzz(_SLOGGED_APP, "native", [*_NATIVE_EXTRA, *_SLOGGED_EXTRA]),
+            "zzz-native-observed with structured_logger('info'): one JSON line per request",
+        ),
+        ServerSpec(
+            "zzz-eventloop-slogged",
+            _zzz(_SLOGGED_APP, "eventloop", _SLOGGED_EXTRA),
+            "zzz-eventloop-observed with structured_logger('info'): one JSON line per request",
         ),
         ServerSpec(
             "uvicorn",
@@ -252,6 +265,31 @@ HTTP_SERVERS: dict[str, ServerSpec] = {
             "zzz-eventloop-async-base",
             _zzz("bench.apps.zzz_async_app:app", "eventloop", []),
             "zzz-eventloop-async on the baseline checkout",
+            baseline=True,
+        ),
+        # Before/after of the logged stacks (same bench app copied into the baseline tree).
+        ServerSpec(
+            "zzz-native-logged-base",
+            _zzz(_OBSERVED_APP, "native", [*_NATIVE_EXTRA, *_LOGGED_EXTRA]),
+            "zzz-native-logged on the baseline checkout",
+            baseline=True,
+        ),
+        ServerSpec(
+            "zzz-eventloop-logged-base",
+            _zzz(_OBSERVED_APP, "eventloop", _LOGGED_EXTRA),
+            "zzz-eventloop-logged on the baseline checkout",
+            baseline=True,
+        ),
+        ServerSpec(
+            "zzz-native-slogged-base",
+            _zzz(_SLOGGED_APP, "native", [*_NATIVE_EXTRA, *_SLOGGED_EXTRA]),
+            "zzz-native-slogged on the baseline checkout",
+            baseline=True,
+        ),
+        ServerSpec(
+            "zzz-eventloop-slogged-base",
+            _zzz(_SLOGGED_APP, "eventloop", _SLOGGED_EXTRA),
+            "zzz-eventloop-slogged on the baseline checkout",
             baseline=True,
         ),
         ServerSpec(

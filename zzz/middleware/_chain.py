@@ -14,12 +14,17 @@ import time
 
 from zzz.context import Context
 from zzz.errors import HTTPError
+from zzz.http.headers import Headers
 
 
 class ChainObserver:
     """Base of middleware that record the status and duration of the rest of the chain."""
 
     __slots__ = ()
+
+    #: True when :meth:`_observing` can say no (a subclass overriding it sets this):
+    #: the others skip the call on every request.
+    _filtered = False
 
     def _observing(self, ctx: Context) -> bool:
         """False: run the chain without timing it (say, its log level is off)."""
@@ -30,7 +35,7 @@ class ChainObserver:
         raise NotImplementedError
 
     def __call__(self, ctx: Context) -> None:
-        if not self._observing(ctx):
+        if self._filtered and not self._observing(ctx):
             ctx.next()
             return
         start = time.perf_counter_ns()
@@ -45,7 +50,7 @@ class ChainObserver:
             self._done(ctx, status, start)
 
     async def acall(self, ctx: Context) -> None:
-        if not self._observing(ctx):
+        if self._filtered and not self._observing(ctx):
             await ctx.next()
             return
         start = time.perf_counter_ns()
@@ -58,3 +63,17 @@ class ChainObserver:
             raise
         finally:
             self._done(ctx, status, start)
+
+
+def first_header(headers: Headers, lowered: str) -> str | None:
+    """The first value of header ``lowered`` (a lower-case name) by one pass over the fields.
+
+    ``Headers.get`` builds a lookup index of every field on first use; middleware
+    reading one or two headers per request on every request (request ids, log lines)
+    is cheaper scanning the few fields a request carries, comparing lengths first.
+    """
+    size = len(lowered)
+    for name, value in headers.items():
+        if len(name) == size and name.lower() == lowered:
+            return value
+    return None

@@ -22,6 +22,7 @@ class Logger(ChainObserver):
     """
 
     __slots__ = ("_level", "_log")
+    _filtered = True
 
     def __init__(
         self, logger: str | logging.Logger = ACCESS_LOGGER, level: int = logging.INFO

@@ -90,18 +90,22 @@ def configure_logging(level: str, log_format: str = "text", log_config: str | No
 
     ``.json`` files are read with :mod:`json`; ``.yaml``/``.yml`` need PyYAML
     (a clear error otherwise). Without a file, one stderr handler on the root
-    logger with the text or JSON format at ``level``.
+    logger with the text or JSON format at ``level``: a
+    :class:`~zzz.observability.lines.LineHandler`, which per-request lines reach
+    without a ``LogRecord`` while nothing else is configured.
     """
+    from zzz.observability.lines import LineHandler
+
     if log_config:
         logging.config.dictConfig(load_log_config(log_config))
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler = LineHandler(sys.stderr, json=log_format == "json")
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
         if old.get_name() == _HANDLER_NAME:  # ours, from an earlier call: replaced
             root.removeHandler(old)
+            old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
 

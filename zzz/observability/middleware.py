@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from zzz.context import Context
-from zzz.middleware._chain import ChainObserver
+from zzz.middleware._chain import ChainObserver, first_header
+from zzz.observability.lines import LinePath, json_str
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -120,11 +122,11 @@ class RouteMetrics(ChainObserver):
         self._duration.labels(pattern).observe(seconds)
 
     def __call__(self, ctx: Context) -> None:
-        if not self._scrape(ctx):
+        if ctx.request.path != self.path or not self._scrape(ctx):
             ChainObserver.__call__(self, ctx)
 
     async def acall(self, ctx: Context) -> None:
-        if not self._scrape(ctx):
+        if ctx.request.path != self.path or not self._scrape(ctx):
             await ChainObserver.acall(self, ctx)
 
 
@@ -164,9 +166,13 @@ class StructuredLogger(ChainObserver):
     The record's fields are attributes (``extra``), so a JSON handler writes
     them as keys; the message itself is ``key=value`` pairs (``text``) or a
     JSON object (``json``), so a line stays machine-readable under any handler.
+    While the logger's only handler is zzz's own (``--log-format``, no
+    ``--log-config``, no filters), the line goes to it without a ``LogRecord``
+    (:mod:`zzz.observability.lines`), byte for byte what the record would print.
     """
 
-    __slots__ = ("_json", "_level", "_log")
+    __slots__ = ("_json", "_level", "_levelname", "_lines", "_log")
+    _filtered = True
 
     def __init__(self, level: int | str = logging.INFO, format: str = "text",
                  logger: str | logging.Logger = REQUEST_LOGGER) -> None:
@@ -178,8 +184,10 @@ class StructuredLogger(ChainObserver):
                 raise ValueError(f"unknown log level {level!r}")
             level = number
         self._level = level
+        self._levelname = logging.getLevelName(level)
         self._json = format == "json"
         self._log = logging.getLogger(logger) if isinstance(logger, str) else logger
+        self._lines = LinePath(self._log, level)
 
     def _observing(self, ctx: Context) -> bool:
         return self._log.isEnabledFor(self._level)
@@ -187,21 +195,38 @@ class StructuredLogger(ChainObserver):
     def _done(self, ctx: Context, status: int, start_ns: int) -> None:
         request = ctx.request
         client = request.client
-        fields: dict[str, Any] = {
-            "method": request.method,
-            "path": request.raw_path,
-            "route": _route(ctx),
-            "status": status,
-            "duration_us": (time.perf_counter_ns() - start_ns) // 1000,
-            "client": f"{client[0]}:{client[1]}" if client else None,
-            "request_id": _request_id(ctx),
-            "user_agent": request.headers.get("user-agent"),
-        }
+        method = request.method
+        path = request.raw_path
+        route = _route(ctx)
+        duration_us = (time.perf_counter_ns() - start_ns) // 1000
+        where = f"{client[0]}:{client[1]}" if client else None
+        request_id = _request_id(ctx)
+        agent = first_header(request.headers, "user-agent")
+        now = time.time()
+        handler = self._lines.handler(now)
+        # Spelled out (not a loop over a dict of fields, no helper calls): this runs per request.
+        encoded = ""
+        if self._json or (handler is not None and handler.json):
+            encoded = (f', "method": {json_str(method)}, "path": {json_str(path)}, '
+                       f'"route": {json_str(route)}, "status": {status}, '
+                       f'"duration_us": {duration_us}, '
+                       f'"client": {"null" if where is None else json_str(where)}, '
+                       f'"request_id": {"null" if request_id is None else json_str(request_id)}, '
+                       f'"user_agent": {"null" if agent is None else json_str(agent)}')
         if self._json:
-            message = json.dumps(fields, ensure_ascii=False)
-        else:
-            message = " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items())
-        self._log.log(self._level, "%s", message, extra=fields)
+            message = "{" + encoded[2:] + "}"  # = json.dumps(fields, ensure_ascii=False)
+        else:  # method is a token, status and duration numbers: never quoted
+            message = (f"method={method} path={_logfmt(path)} route={_logfmt(route)} "
+                       f"status={status} duration_us={duration_us} client={where or '-'} "
+                       f"request_id={_logfmt(request_id)} user_agent={_logfmt(agent)}")
+        if handler is not None:
+            handler.write(handler.line(now, self._levelname, self._log.name, message, encoded))
+            return
+        self._log.log(self._level, "%s", message, extra={
+            "method": method, "path": path, "route": route, "status": status,
+            "duration_us": duration_us, "client": where, "request_id": request_id,
+            "user_agent": agent,
+        })
 
 
 def _request_id(ctx: Context) -> str | None:
@@ -211,16 +236,20 @@ def _request_id(ctx: Context) -> str | None:
     for name, value in ctx.response_headers:
         if name.lower() == "x-request-id":
             return value
-    return ctx.request.headers.get("x-request-id")
+    return first_header(ctx.request.headers, "x-request-id")
 
 
-def _logfmt(value: Any) -> str:
+#: Characters that make a logfmt value need quoting.
+_LOGFMT_QUOTE = re.compile(r'[ "=\\]')
+
+
+def _logfmt(value: str | None) -> str:
+    """A logfmt value: ``-`` for none, JSON-quoted when empty or holding ``␠"=\\``."""
     if value is None:
         return "-"
-    text = str(value)
-    if not text or any(c in text for c in ' "=\\'):
-        return json.dumps(text)
-    return text
+    if not value or _LOGFMT_QUOTE.search(value):
+        return json.dumps(value)
+    return value
 
 
 def metrics(path: str = "/metrics", registry: CollectorRegistry | None = None) -> RouteMetrics:

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.http.request import Request
 from zzz.http.response import Response
+from zzz.middleware._chain import first_header
+from zzz.observability.lines import LinePath, json_str
 from zzz.observability.logs import ACCESS_LOGGER
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ class Observer:
 
             self.metrics = ServerMetrics()
         self.access = config.access_log
+        self._lines = LinePath(access_log, logging.INFO)
         self.draining = False
         self._ready_checks: list[ReadyCheck] = []
         self._drain_lock = threading.RLock()  # re-entered from a signal handler
@@ -262,7 +265,7 @@ class Observer:
         if metrics is not None:
             metrics.recorder.finished(request.method, status, duration_ns, size)
         if self.access and access_log.isEnabledFor(logging.INFO):
-            _log_access(request, response, status, size, duration_ns // 1000)
+            _log_access(self._lines, request, response, status, size, duration_ns // 1000)
 
     def _count_websocket(self, response: Response) -> None:
         metrics = self.metrics
@@ -296,10 +299,10 @@ class Observer:
         self._lag_due = now + LAG_PROBE_MS / 1000.0
 
 
-def _log_access(request: Request, response: Response | None, status: int, size: int,
-                duration_us: int) -> None:
+def _log_access(lines: LinePath, request: Request, response: Response | None, status: int,
+                size: int, duration_us: int) -> None:
     headers = request.headers
-    request_id = headers.get(REQUEST_ID_HEADER)
+    request_id = first_header(headers, REQUEST_ID_HEADER)
     if request_id is None and response is not None:
         for name, value in response.headers:
             if name.lower() == REQUEST_ID_HEADER:
@@ -307,15 +310,31 @@ def _log_access(request: Request, response: Response | None, status: int, size: 
                 break
     client = request.client
     where = f"{client[0]}:{client[1]}" if client else "-"
-    agent = headers.get("user-agent")
+    agent = first_header(headers, "user-agent")
     method = request.method
     path = request.raw_path
     version = request.http_version
-    # The message is formatted here (no %-args to re-parse) and the record is made
-    # directly: ``Logger.info`` would walk the stack for a caller nobody reads.
     message = (f'{where} "{method} {path} HTTP/{version}" {status} {size}B {duration_us}us '
                f'rid={request_id or "-"} "{agent or "-"}"')
-    access_log.handle(_AccessRecord(message, {
+    now = time.time()
+    handler = lines.handler(now)
+    if handler is not None:
+        # The line zzz's own handler would write for the record below, without the record.
+        if handler.json:
+            handler.write(
+                f'{{"timestamp": "{handler.stamp(now)}", "level": "info", "logger": "zzz.access", '
+                f'"message": {json_str(message)}, "method": {json_str(method)}, '
+                f'"path": {json_str(path)}, "status": {status}, "duration_us": {duration_us}, '
+                f'"bytes": {size}, "client": {json_str(where)}, '
+                f'"request_id": {"null" if request_id is None else json_str(request_id)}, '
+                f'"user_agent": {"null" if agent is None else json_str(agent)}, '
+                f'"http_version": {json_str(version)}}}\n')
+        else:
+            handler.write(f"{handler.stamp(now)} INFO zzz.access: {message}\n")
+        return
+    # The record is made directly: ``Logger.info`` would walk the stack for a caller
+    # nobody reads. Its fields are attributes (``extra``) for any handler to use.
+    access_log.handle(_AccessRecord(now, message, {
         "method": method, "path": path, "status": status, "duration_us": duration_us,
         "bytes": size, "client": where, "request_id": request_id,
         "user_agent": agent, "http_version": version}))
@@ -331,8 +350,7 @@ class _AccessRecord(logging.LogRecord):
     so every handler and formatter still sees a complete record.
     """
 
-    def __init__(self, message: str, fields: dict[str, Any]) -> None:
-        now = time.time()
+    def __init__(self, now: float, message: str, fields: dict[str, Any]) -> None:
         attrs = self.__dict__
         attrs.update(_ACCESS_CONSTANTS)
         attrs.update(fields)
