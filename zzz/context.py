@@ -158,10 +158,21 @@ _checked_types: set[str] = set()
 MAX_CHECKED_TYPES = 256
 
 
+#: Header names ``check_header`` has found to be tokens: handlers use a few.
+_checked_names: set[str] = set()
+#: Bound on :data:`_checked_names` (beyond it, new names are checked every time).
+MAX_CHECKED_NAMES = 1024
+
+
 def check_header(name: str, value: str) -> None:
     """Refuse a header that would corrupt the response (header injection) or not encode."""
-    if not _TOKEN.fullmatch(name):
-        raise ValueError(f"invalid header name {name!r}")
+    if name not in _checked_names:
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if len(_checked_names) < MAX_CHECKED_NAMES:
+            _checked_names.add(name)
+    if value.isascii() and value.isprintable():
+        return  # printable ASCII: no CR, LF or NUL, and Latin-1 (the common case, no regex)
     if _UNSAFE_VALUE.search(value):
         raise ValueError(f"header {name}: value contains CR, LF or NUL")
     if not value.isascii():
