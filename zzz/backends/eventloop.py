@@ -217,6 +217,8 @@ class HttpProtocol(asyncio.Protocol):
         if backend.write_buffer_high != LOOP_DEFAULT_WRITE_BUFFER_HIGH:
             self.transport.set_write_buffer_limits(high=backend.write_buffer_high)
         self._state.connections.add(self)
+        if self._state.watchdog is not None:
+            self._state.watchdog.wake()  # an idle loop is not watched until now
         backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
         self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
@@ -917,7 +919,7 @@ class EventLoopBackend:
         watchdog = None
         if self.config.loop_block_warn_ms:
             watchdog = LoopWatchdog(loop, self.config.loop_block_warn_ms,
-                                    state.thread_id, self._describe)
+                                    state.thread_id, self._describe, state.connections)
             watchdog.start()
             state.watchdog = watchdog
         if main:
