@@ -79,6 +79,11 @@ class LoopWatchdog:
         self._arm(time.monotonic())
         self._thread.start()
 
+    @property
+    def watching(self) -> bool:
+        """Whether a heartbeat is armed (False while the loop is idle)."""
+        return self._handle is not None
+
     def wake(self) -> None:
         """On the loop's thread, when work arrives (a connection): watch again if idle."""
         if self._handle is None and not self._stopped:
