@@ -5,18 +5,23 @@ A plain handler runs inline on the loop (the fast path). One that blocks —
 every connection of that loop. The loop cannot report that itself while it is
 blocked, so the watchdog is two halves:
 
-* on the loop, a heartbeat callback stamps the time every ``threshold / 2``;
-* on its own thread, the watchdog wakes as often and, when the stamp is older
-  than the threshold, logs one warning for that stall naming what runs on the
-  loop right now and how to fix it. It finds the request by walking the loop
+* on the loop, a heartbeat callback runs every ``threshold / 2`` and sets when
+  the next one is due;
+* on its own thread, the watchdog sleeps until ``due + threshold`` — the moment a
+  missed heartbeat means the loop has been held that long — and then, if no
+  heartbeat moved ``due`` on, logs one warning for that stall naming what runs on
+  the loop right now and how to fix it. It finds the request by walking the loop
   thread's stack (``sys._current_frames``) for the innermost frame holding a
   :class:`Request`: the hot path marks nothing, so an unstalled loop pays nothing.
 
 It also keeps the lag of the last heartbeat behind its schedule (``lag_s``).
 
-**An idle loop is not watched.** Both halves wake every ``threshold / 2``:
-measured, that was nearly all the CPU an idle worker process used (about
-40 wake-ups and 4 ms of CPU per second), doubled by ``--workers 2``. A loop
+**What it costs.** Each wake-up of the thread must take the GIL from a busy
+loop (a forced switch: several futex calls and context switches), so the thread
+wakes about once per threshold, not per heartbeat. And **an idle loop is not
+watched**: a fixed tick of both halves every ``threshold / 2`` was, measured,
+nearly all the CPU an idle worker process used (about 40 wake-ups and 4 ms of
+CPU per second), doubled by ``--workers 2``. A loop
 without connections has nobody to stall, so when a heartbeat finds ``watched``
 (the loop's connections) empty it does not re-arm, and the thread sleeps on an
 event instead of a timeout: zero wake-ups. The backend calls :meth:`wake` when a
@@ -126,31 +131,49 @@ class LoopWatchdog:
         self._arm(now)
 
     def _watch(self) -> None:
+        # The thread sleeps until the moment a missed heartbeat becomes a stall
+        # (``due + threshold``), not a fixed tick: with heartbeats on time it wakes about
+        # once per threshold. Each wake-up takes the GIL from a busy loop (a forced
+        # switch), so wake-ups, not the check, are what the watchdog costs under load.
         warned_for = 0.0
+        wake_at = 0.0
         while not self._stopped:
-            # Idle (nothing due): sleep until wake()/stop(); else re-check every interval.
-            self._wake.wait(self.interval if self._due else None)
-            self._wake.clear()
             due = self._due
-            if self._stopped or not due:
-                continue
-            held = time.monotonic() - due
-            if held < self.threshold or due == warned_for:
-                continue
-            warned_for = due
-            request = self.current()
-            if request is None:
-                log.warning(
-                    "event loop blocked for more than %.0f ms by a callback (a WebSocket "
-                    "callback, timer or coroutine doing blocking work?)", held * 1000)
-                continue
-            try:
-                route = self.describe(request)
-            except Exception:  # pragma: no cover - naming must never stop the watch
-                route = "-"
+            timeout: float | None = None  # idle (nothing due): until wake()/stop()
+            if due:
+                now = time.monotonic()
+                held = now - due
+                timeout = due + self.threshold - now
+                if held >= self.threshold:
+                    timeout = self.threshold  # still held: look again later
+                    if due == warned_for:
+                        pass
+                    elif wake_at and now - wake_at > self.threshold:
+                        # This thread itself ran that late: the process was not
+                        # scheduled (an overloaded machine), so nothing on the loop
+                        # held it. Look again soon; a real stall is still there then.
+                        timeout = self.interval
+                    else:
+                        warned_for = due
+                        self._warn(held)
+                wake_at = now + timeout
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _warn(self, held: float) -> None:
+        request = self.current()
+        if request is None:
             log.warning(
-                "event loop blocked for more than %.0f ms by %s %s (%s): a plain "
-                "handler that blocks stalls every connection of this loop; register it "
-                "with blocking=True, run the blocking call with `await ctx.run_blocking(fn)`, "
-                "or serve with --sync-handlers threadpool",
-                held * 1000, request.method, request.path, route)
+                "event loop blocked for more than %.0f ms by a callback (a WebSocket "
+                "callback, timer or coroutine doing blocking work?)", held * 1000)
+            return
+        try:
+            route = self.describe(request)
+        except Exception:  # pragma: no cover - naming must never stop the watch
+            route = "-"
+        log.warning(
+            "event loop blocked for more than %.0f ms by %s %s (%s): a plain "
+            "handler that blocks stalls every connection of this loop; register it "
+            "with blocking=True, run the blocking call with `await ctx.run_blocking(fn)`, "
+            "or serve with --sync-handlers threadpool",
+            held * 1000, request.method, request.path, route)
