@@ -47,6 +47,14 @@ the supervisor (which then drains them once) instead of every process twice,
 and each worker watches its parent: an orphaned worker (supervisor killed)
 drains and exits.
 
+**Idle costs nothing.** With N workers the supervisor and the per-worker
+bookkeeping must not eat the second core's gain, so nothing here polls: the
+supervisor sleeps in ``select`` until a signal (``SIGCHLD`` included, through
+the wake-up pipe), a worker's message or its next deadline, and a worker learns
+of its supervisor's death from ``POLLERR`` on its notify pipe (the supervisor
+holds the only read end), not from a ``getppid()`` loop. Measured idle cost of
+a 2-worker server in ``bench/README.md``.
+
 **Why one shared socket, not SO_REUSEPORT.** With ``SO_REUSEPORT`` every
 worker binds its own socket and the kernel hashes each new connection to one
 of them. Measured on this 2-core machine (``bench/workers_socket.py``, figures
@@ -110,10 +118,17 @@ EXIT_USAGE = 2
 EXIT_FORCED = 1
 #: After the drain deadline, how long workers still get before SIGKILL.
 KILL_MARGIN_S = 5.0
-#: Longest sleep of the supervision loop (deadlines are checked at least this often).
+#: Watch interval of the ``--reload`` file watcher (development only).
 POLL_S = 0.5
-#: How often a worker checks that its supervisor still lives.
-PARENT_POLL_S = 1.0
+#: Longest sleep of an idle supervision loop. Every event it acts on wakes it at once
+#: (signals, SIGCHLD included, through the wake-up pipe; worker messages; deadlines
+#: bound the sleep), so this is a safety net that costs one wake-up per period.
+IDLE_WAKE_S = 30.0
+#: How often a worker re-checks for readiness while its server starts.
+READY_POLL_S = 1.0
+#: Longest sleep of a worker's orphan watch between re-checks of its own shutdown; the
+#: supervisor's exit itself wakes the watch at once (see :func:`attach_worker`).
+ORPHAN_WATCH_S = 30.0
 #: Largest worker count accepted (and the bound for SIGTTIN).
 MAX_WORKERS = 512
 #: Signals the supervisor handles.
@@ -258,9 +273,13 @@ class Supervisor:
             self._wait()
 
     def _wait(self) -> None:
+        # Sleep until something happens: a signal (SIGCHLD for an exited worker),
+        # a worker's message, or the next deadline. An idle supervisor never polls.
         now = time.monotonic()
-        timeout = POLL_S
-        if not self.stopping and self._next_spawn > now:
+        timeout = IDLE_WAKE_S
+        if self.stopping:
+            timeout = min(timeout, self.stop_deadline - now)
+        elif self._next_spawn > now:
             timeout = min(timeout, self._next_spawn - now)
         fds = [self._wake_r] + [w.notify for w in self.workers if w.notify >= 0]
         try:
@@ -507,15 +526,23 @@ def attach_worker(server: Server, environ: Mapping[str, str]) -> bool:
             os.write(fd, message)
 
     def follow() -> None:
+        while not server.ready.wait(READY_POLL_S):
+            if server.stopped.is_set():
+                return
+        send(MSG_READY)
+        # The supervisor holds the only read end of this pipe: when it exits (killed
+        # included) the write end reports POLLERR. Waiting for that costs no wake-up,
+        # where polling getppid() woke every worker once a second for nothing.
+        watch = select.poll()
+        watch.register(fd, 0)  # no events asked: POLLERR/POLLHUP/POLLNVAL still come
         while not server.stopped.is_set():
-            if server.ready.wait(PARENT_POLL_S):
-                send(MSG_READY)
-                break
-        while not server.stopped.wait(PARENT_POLL_S):
-            if os.getppid() != parent:
+            revents = sum(events for _, events in watch.poll(ORPHAN_WATCH_S * 1000))
+            if not revents and os.getppid() == parent:
+                continue
+            if not server.stopped.is_set():
                 log.warning("supervisor %d is gone: draining", parent)
                 server.shutdown()
-                return
+            return
 
     def on_shutdown() -> None:
         # Run for every shutdown; the supervisor ignores it when it asked for it.

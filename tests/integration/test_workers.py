@@ -275,3 +275,37 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return " Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
     return False
+
+
+def _wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid`` so far (one per sleep)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            status = (task / "status").read_text()
+            total += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M)[1])
+    return total
+
+
+#: How long the idle server is watched, and the wake-ups tolerated meanwhile (a stray
+#: one or two; polling every 0.5 s or 50 ms would be several times more).
+IDLE_WATCH_S = 3.0
+IDLE_WAKEUPS_MAX = 3
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_an_idle_supervisor_and_its_workers_do_not_wake_up(zzz_run: Start, backend: str) -> None:
+    proc = zzz_run("--workers", "2")
+    ready(proc, 2)
+    assert get(proc.port, "/")[0] == 200  # a connection came and went: watching it ends
+    time.sleep(0.5)
+    watched = [proc.process.pid]
+    if backend == "eventloop":
+        # The native backend's own sweeps (connection deadlines, timer thread) poll a
+        # few times a second by design; the event loop's only periodic work was the
+        # watchdog, which now sleeps while its loop has no connection.
+        watched += proc.worker_pids()
+    before = {pid: _wakeups(pid) for pid in watched}
+    time.sleep(IDLE_WATCH_S)
+    woke = {pid: _wakeups(pid) - count for pid, count in before.items()}
+    assert all(count <= IDLE_WAKEUPS_MAX for count in woke.values()), woke

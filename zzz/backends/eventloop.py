@@ -246,6 +246,8 @@ class HttpProtocol(asyncio.Protocol):
             backend.tune_transport(self.transport)
         self._state.connections.add(self)
         self._state.fd_watch.accepted(len(self._state.connections))
+        if self._state.watchdog is not None:
+            self._state.watchdog.wake()  # an idle loop is not watched until now
         backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
         self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
@@ -951,7 +953,7 @@ class EventLoopBackend:
         watchdog = None
         if self.config.loop_block_warn_ms:
             watchdog = LoopWatchdog(loop, self.config.loop_block_warn_ms,
-                                    state.thread_id, self._describe)
+                                    state.thread_id, self._describe, state.connections)
             watchdog.start()
             state.watchdog = watchdog
         if main:
