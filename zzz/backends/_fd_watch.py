@@ -44,7 +44,7 @@ import os
 import resource
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 log = logging.getLogger("zzz.eventloop")
@@ -53,6 +53,9 @@ log = logging.getLogger("zzz.eventloop")
 #: go unlogged (the connections it refused were refused all the same); two system
 #: calls per check cost nothing at this rate.
 CHECK_INTERVAL_S = 0.25
+#: The interval while the loop has no connection (and no episode): an idle worker
+#: should not wake four times a second; a refusal then is logged within this.
+IDLE_CHECK_INTERVAL_S = 5.0
 #: Share of the descriptors a loop may use (the soft limit less those open at start,
 #: split between the loops) above which every accepted connection probes at once.
 NEAR_FRACTION = 0.75
@@ -66,8 +69,10 @@ ASYNCIO_ACCEPT_MESSAGE = "socket.accept() out of system resource"
 class DescriptorWatch:
     """Watches one loop's listener; ``exhausted`` is True during an episode."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: Sized = ()) -> None:
         self.loop = loop
+        #: The loop's open connections (only their number is read: idle → slow checks).
+        self.connections = connections
         self.listener: socket.socket | None = None
         #: Connections of this loop from which each accept probes (see NEAR_FRACTION);
         #: none before ``start``.
@@ -98,7 +103,9 @@ class DescriptorWatch:
 
     def _check(self) -> None:
         if self._probe():
-            self.loop.call_later(CHECK_INTERVAL_S, self._check)
+            busy = self.exhausted or len(self.connections) > 0
+            self.loop.call_later(CHECK_INTERVAL_S if busy else IDLE_CHECK_INTERVAL_S,
+                                 self._check)
 
     def _probe(self) -> bool:
         """Update the episode from one dup(); False once the listener is closed."""

@@ -143,26 +143,32 @@ class LoopState:
         #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
         self.watchdog: LoopWatchdog | None = None
         self.aserver: asyncio.base_events.Server | None = None
-        self._compactor: asyncio.TimerHandle | None = None
+        #: The idle sweep's timer while this loop has connections (see IDLE_COMPACT_S).
+        self.compactor: asyncio.TimerHandle | None = None
         #: Logs EMFILE once per episode (uvloop is silent); accepts near the limit probe it.
-        self.fd_watch = DescriptorWatch(loop)
+        self.fd_watch = DescriptorWatch(loop, self.connections)
 
     def start_compacting(self) -> None:
-        self._compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
+        self.compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
 
     def stop_compacting(self) -> None:
-        if self._compactor is not None:
-            self._compactor.cancel()
-            self._compactor = None
+        if self.compactor is not None:
+            self.compactor.cancel()
+            self.compactor = None
 
     def _compact_idle(self) -> None:
-        """Connections idle for ``IDLE_COMPACT_S`` drop their parser (see the constant)."""
+        """Connections idle for ``IDLE_COMPACT_S`` drop their parser (see the constant).
+        Without connections the sweep stops (an idle worker sleeps); the next
+        connection starts it again."""
+        if not self.connections:
+            self.compactor = None
+            return
         limit = self.loop.time() - IDLE_COMPACT_S
         for conn in self.connections:
             engine = conn._engine
             if engine is not None and not conn._busy and conn._idle_since <= limit:
                 engine.compact()
-        self._compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
+        self.compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -245,6 +251,8 @@ class HttpProtocol(asyncio.Protocol):
         if backend.tune_transport is not None:  # watermarks, tcp_nodelay=False (_sockopts)
             backend.tune_transport(self.transport)
         self._state.connections.add(self)
+        if self._state.compactor is None and not self._state.shutting_down:
+            self._state.start_compacting()
         self._state.fd_watch.accepted(len(self._state.connections))
         if self._state.watchdog is not None:
             self._state.watchdog.wake()  # an idle loop is not watched until now
@@ -946,7 +954,6 @@ class EventLoopBackend:
         )
         self.server.on_shutdown(lambda: _call_threadsafe(loop, stop.set))
         state.fd_watch.start(listener, self.config.eventloop.event_loop_count)
-        state.start_compacting()
         guard = DrainGuard(loop, state.thread_id, self.config.drain_timeout_ms / 1000.0,
                            self._describe)
         self.server.on_shutdown(guard.arm)  # cuts a handler that never gives the loop back
