@@ -642,18 +642,20 @@ class NativeBackend:
     # ------------------------------------------------------------------ workers
 
     def _worker(self) -> None:
+        ident = threading.get_ident()
+        busy = self.busy_workers
         while True:
             try:
                 conn = self.queue.get()
             except QueueClosed:
                 break
-            self.busy_workers.add(threading.get_ident())
+            busy.add(ident)
             try:
                 self._serve(conn)
             except BaseException:  # nothing above a worker could handle it
                 log.exception("unexpected error serving %s", conn.engine)
                 self._close(conn)
-            self.busy_workers.discard(threading.get_ident())
+            busy.discard(ident)
 
     def _serve(self, conn: Conn) -> None:
         """Serve ``conn`` while it has data; park or close it when it has none,
@@ -719,7 +721,7 @@ class NativeBackend:
             while i < n:
                 event = events[i]
                 i += 1
-                if self.stop.is_set():
+                if server.stopping:  # (a plain flag: Event.is_set() is a call per request)
                     engine.close_after_response = True
                 kind = type(event)
                 if kind is Request:
@@ -919,7 +921,7 @@ class NativeBackend:
             self.server.observer.bad_request(error.status)
             out.append(engine.error_response(error))
             return True
-        if self.stop.is_set():  # shutdown began while the handler ran
+        if self.server.stopping:  # shutdown began while the handler ran
             engine.close_after_response = True
         if result.upgrade is not None:
             return self.websockets.upgrade(conn, request, result, out)
