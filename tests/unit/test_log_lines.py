@@ -37,6 +37,8 @@ from zzz.observability.observer import _log_access
 AGE_WAIT_S = 5.0
 #: A fixed time.time() for byte-for-byte comparisons.
 NOW = 1764633600.25
+#: The same instant in ns: Python 3.13's LogRecord takes its time from time.time_ns().
+NOW_NS = 1_764_633_600_250_000_000
 
 
 @pytest.fixture
@@ -77,6 +79,7 @@ def _request(agent: str | None = "curl/8 \"x\" \\ é", path: str = '/a b"c\\d/é
 @pytest.mark.parametrize("agent", ["curl/8 \"x\" \\ é\t", None])
 def test_access_fast_line_equals_the_record_line(isolated, monkeypatch, json_format, agent):
     monkeypatch.setattr(time, "time", lambda: NOW)
+    monkeypatch.setattr(time, "time_ns", lambda: NOW_NS)
     fast_out, slow_out = io.StringIO(), io.StringIO()
     response = Response(200, [("X-Request-Id", "rid-1")], b"hello")
     request = _request(agent)
@@ -109,6 +112,7 @@ def test_access_fast_line_equals_the_record_line(isolated, monkeypatch, json_for
 def test_structured_fast_line_equals_the_record_line(isolated, monkeypatch, json_format,
                                                      message_format):
     monkeypatch.setattr(time, "time", lambda: NOW)
+    monkeypatch.setattr(time, "time_ns", lambda: NOW_NS)
     request_logger = logging.getLogger("zzz.request")
     request_logger.setLevel(logging.WARNING)
     out: list[str] = []
