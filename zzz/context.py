@@ -152,12 +152,6 @@ def _check_status(status: int) -> None:
         raise ValueError(f"status must be an int in {MIN_STATUS}..{MAX_STATUS}, got {status!r}")
 
 
-#: Content types ``respond()`` has already checked: handlers pass the same few.
-_checked_types: set[str] = set()
-#: Bound on :data:`_checked_types` (beyond it, new values are checked every time).
-MAX_CHECKED_TYPES = 256
-
-
 #: Header names ``check_header`` has found to be tokens: handlers use a few.
 _checked_names: set[str] = set()
 #: Bound on :data:`_checked_names` (beyond it, new names are checked every time).
@@ -606,12 +600,9 @@ class Context:
         """
         if status.__class__ is not int or not MIN_STATUS <= status <= MAX_STATUS:
             _check_status(status)
-        if content_type not in _checked_types:  # a str checked before: nothing to do
-            if not isinstance(content_type, str):
-                raise TypeError(f"respond() content_type must be str, got {content_type!r}")
-            check_header("Content-Type", content_type)
-            if len(_checked_types) < MAX_CHECKED_TYPES:
-                _checked_types.add(content_type)
+        if content_type.__class__ is not str and not isinstance(content_type, str):
+            raise TypeError(f"respond() content_type must be str, got {content_type!r}")
+        check_header("Content-Type", content_type)  # cheap for a printable ASCII value
         self._body = _as_body(body, "respond() body")
         self._status = status
         self._content_type = content_type

@@ -243,18 +243,12 @@ def test_wsgi_iterable_closed_when_the_client_leaves_during_next(serve):
         client.sock.recv(100)
         assert producing.wait(SOCKET_TIMEOUT_S)
     assert closed.wait(SOCKET_TIMEOUT_S)
-    assert_still_serving_wsgi_ok(srv)
-
-
-def assert_still_serving_wsgi_ok(srv: Any) -> None:
-    with httpx.Client(timeout=SOCKET_TIMEOUT_S) as client:
+    with httpx.Client(timeout=SOCKET_TIMEOUT_S) as client:  # still serving
         assert client.get(f"{srv.url}/").status_code == 200
 
 
-def test_wsgi_file_wrapper_uses_sendfile(serve, tmp_path, monkeypatch):
-    payload = os.urandom(3 * 1024 * 1024)
-    path = tmp_path / "blob.bin"
-    path.write_bytes(payload)
+def spy_sendfile(monkeypatch: Any) -> list[int]:
+    """Count the bytes each ``os.sendfile`` call is asked for (the server's calls too)."""
     calls: list[int] = []
     real = os.sendfile
 
@@ -263,6 +257,14 @@ def test_wsgi_file_wrapper_uses_sendfile(serve, tmp_path, monkeypatch):
         return real(out_fd, in_fd, offset, count)
 
     monkeypatch.setattr(os, "sendfile", spy)
+    return calls
+
+
+def test_wsgi_file_wrapper_uses_sendfile(serve, tmp_path, monkeypatch):
+    payload = os.urandom(3 * 1024 * 1024)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(payload)
+    calls = spy_sendfile(monkeypatch)
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
@@ -404,14 +406,7 @@ def test_asgi_pathsend_is_a_zero_copy_file_body(serve, tmp_path, monkeypatch):
     payload = os.urandom(2 * 1024 * 1024 + 3)
     path = tmp_path / "blob.bin"
     path.write_bytes(payload)
-    calls: list[int] = []
-    real = os.sendfile
-
-    def spy(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        calls.append(count)
-        return real(out_fd, in_fd, offset, count)
-
-    monkeypatch.setattr(os, "sendfile", spy)
+    calls = spy_sendfile(monkeypatch)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":

@@ -758,8 +758,7 @@ class NativeBackend:
                     return False
             if not conn.pending:
                 break
-            events = list(conn.pending)  # brought in by a plain handler's body reads
-            conn.pending.clear()
+            events, conn.pending = conn.pending, []  # brought in by a plain handler's body reads
         if out and not self._send(conn, b"".join(out)):
             return False
         conn.deadline = time.monotonic() + self.read_timeout if engine.in_request else None

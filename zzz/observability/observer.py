@@ -377,20 +377,35 @@ _START_TIME: float = getattr(logging, "_startTime", time.time())
 _PID = os.getpid()
 
 
-class _CountedStream:
+class _Counted:
+    """What both counted streams share: the request they answer, the bytes so far,
+    and one record of it when the stream ends, fails or is closed."""
+
+    def __init__(self, observer: Observer, request: Request, response: Response,
+                 start: int) -> None:
+        self._observer = observer
+        self._request = request
+        self._response = response
+        self._start = start
+        self._size = 0
+        self._done = False
+
+    def _end(self) -> None:
+        if not self._done:
+            self._done = True
+            self._observer.finish(self._request, self._response, self._response.status,
+                                  self._size, self._start)
+
+
+class _CountedStream(_Counted):
     """A sync response stream that counts its bytes and records the request when it
     ends, fails or is closed (backends always close streams)."""
 
     def __init__(self, observer: Observer, request: Request, response: Response, start: int,
                  inner: Iterable[bytes]) -> None:
-        self._observer = observer
-        self._request = request
-        self._response = response
-        self._start = start
+        super().__init__(observer, request, response, start)
         self._inner = inner
         self._iterator: Iterator[bytes] | None = None
-        self._size = 0
-        self._done = False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -400,10 +415,7 @@ class _CountedStream:
             self._iterator = iter(self._inner)
         try:
             piece = next(self._iterator)
-        except StopIteration:
-            self._end()
-            raise
-        except BaseException:
+        except BaseException:  # StopIteration included: the stream ended
             self._end()
             raise
         self._size += len(piece)
@@ -417,26 +429,15 @@ class _CountedStream:
         finally:
             self._end()
 
-    def _end(self) -> None:
-        if not self._done:
-            self._done = True
-            self._observer.finish(self._request, self._response, self._response.status,
-                                  self._size, self._start)
 
-
-class _CountedAsyncStream:
+class _CountedAsyncStream(_Counted):
     """:class:`_CountedStream` for an async stream."""
 
     def __init__(self, observer: Observer, request: Request, response: Response, start: int,
                  inner: AsyncIterable[bytes]) -> None:
-        self._observer = observer
-        self._request = request
-        self._response = response
-        self._start = start
+        super().__init__(observer, request, response, start)
         self._inner = inner
         self._iterator: AsyncIterator[bytes] | None = None
-        self._size = 0
-        self._done = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -459,9 +460,3 @@ class _CountedAsyncStream:
                 await aclose()
         finally:
             self._end()
-
-    def _end(self) -> None:
-        if not self._done:
-            self._done = True
-            self._observer.finish(self._request, self._response, self._response.status,
-                                  self._size, self._start)
