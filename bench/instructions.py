@@ -43,7 +43,18 @@ from zzz.server import Server
 import zzz.backends.eventloop as ev
 
 SCENARIO, N = sys.argv[1], int(sys.argv[2])
-app = zzz.Router()
+STACKED = SCENARIO in ("observed", "logged", "slogged")
+if STACKED:
+    # The recommended stack of bench/apps/zzz_observed_app.py, server half included.
+    from zzz.observability.logs import configure_logging
+    configure_logging("info", "json" if SCENARIO == "slogged" else "text")
+    app = zzz.Router(middleware=[
+        zzz.health("/healthz"), zzz.request_id(), zzz.metrics("/route-metrics"),
+        zzz.structured_logger("info" if SCENARIO == "slogged" else "debug",
+                              format="json" if SCENARIO == "slogged" else "text"),
+    ])
+else:
+    app = zzz.Router()
 
 @app.get("/")
 def index(ctx):
@@ -74,9 +85,17 @@ REQUESTS = {
             + b"x" * 1024,
     "close": b"GET / HTTP/1.1\r\n" + HEAD + b"Connection: close\r\n\r\n",
 }
+for stacked in ("observed", "logged", "slogged"):
+    REQUESTS[stacked] = REQUESTS["get"]
 
 async def main():
-    server = Server(app, Config(port=0, max_requests_per_connection=10**9), backend="eventloop")
+    config = Config(port=0, max_requests_per_connection=10**9)
+    if STACKED:
+        import dataclasses
+        config = dataclasses.replace(config, observability=dataclasses.replace(
+            config.observability, metrics_path="/metrics", health_path="/healthz",
+            ready_path="/readyz", access_log=SCENARIO == "logged"))
+    server = Server(app, config, backend="eventloop")
     backend = ev.EventLoopBackend(server)
     state = ev.LoopState(backend, asyncio.get_running_loop())
     raw = REQUESTS[SCENARIO]
@@ -101,6 +120,10 @@ else:
 '''
 
 SCENARIOS = ("get", "echo", "close")
+#: The observability stack of ``bench/apps/zzz_observed_app.py`` on ``GET /`` (issue 10's
+#: budget): ``observed`` writes nothing, ``logged`` one access line (text), ``slogged`` one
+#: JSON line from ``structured_logger`` (lines go to stderr, discarded).
+STACK_SCENARIOS = ("observed", "logged", "slogged")
 
 
 def _total(out_file: Path) -> int:
@@ -142,7 +165,7 @@ def main() -> int:
         return 2
     trees = [t.resolve() for t in (args.tree or [Path(__file__).resolve().parent.parent])]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    unknown = set(scenarios) - set(SCENARIOS)
+    unknown = set(scenarios) - set(SCENARIOS) - set(STACK_SCENARIOS)
     if unknown:
         print(f"instructions: unknown scenario(s) {sorted(unknown)}", file=sys.stderr)
         return 2

@@ -275,14 +275,13 @@ _UNSET: Any = _Unset()
 class _Lazy:
     """What a context parses or creates on demand; one object so the context stays small."""
 
-    __slots__ = ("assigns", "cookies", "form", "json", "query")
+    __slots__ = ("cookies", "form", "json", "query")
 
     def __init__(self) -> None:
         self.query: Query | None = None
         self.form: FormData | None = None
         self.json: Any = _UNSET
         self.cookies: dict[str, str] | None = None
-        self.assigns: dict[str, Any] | None = None
 
 
 class Context:
@@ -293,6 +292,7 @@ class Context:
     """
 
     __slots__ = (
+        "_assigns",
         "_body",
         "_chain",
         "_content_type",
@@ -338,6 +338,7 @@ class Context:
         self._stream: Stream | None = None
         self._response: Response | None = None
         self._lazy: _Lazy | None = None
+        self._assigns: dict[str, Any] | None = None
         #: ``response_headers`` was handed out: check its fields when building.
         self._unchecked = False
 
@@ -425,10 +426,9 @@ class Context:
     @property
     def assigns(self) -> dict[str, Any]:
         """Per-request values middleware hands to later middleware and the handler."""
-        lazy = self._parsed()
-        assigns = lazy.assigns
+        assigns = self._assigns
         if assigns is None:
-            assigns = lazy.assigns = {}
+            assigns = self._assigns = {}
         return assigns
 
     def path_param(self, name: str) -> str:
@@ -723,6 +723,15 @@ class Context:
         lname = name.lower()
         headers[:] = [(n, v) for n, v in headers if n.lower() != lname]
         headers.append((name, value))
+
+    def _put_header(self, name: str, value: str) -> None:
+        """:meth:`set_header` for zzz's own middleware, whose field was checked already
+        (a name validated at configuration, a value made of safe characters)."""
+        headers = self._headers
+        if headers is None and self._response is None:
+            self._headers = [(name, value)]
+        else:
+            self.set_header(name, value)
 
     def add_header(self, name: str, value: str) -> None:
         """Add a response header field, keeping earlier ones of the same name."""

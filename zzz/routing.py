@@ -52,6 +52,7 @@ from zzz.errors import HTTPError
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.lifecycle import Hook, Lifecycle, Lifespan, State, describe
+from zzz.middleware._chain import fuse
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -248,7 +249,8 @@ def _apply_returns(
     wrapped = chain[:1]
     for index in range(1, len(chain)):
         item = chain[index]
-        if item is _continue_sync:
+        owner = getattr(item, "__self__", item)  # an acall method: its object says
+        if item is _continue_sync or getattr(owner, "returns_none", False) is True:
             wrapped.append(item)
         elif index < first_sync:
             wrapped.append(_areturning(item))
@@ -266,7 +268,7 @@ def build_chain(
     ``__call__`` fit both kinds of chain. Everything in front of the last
     async-only element must be able to await it; what follows it stays sync.
     """
-    items: list[Callable[[Context], Any]] = [*middleware, handler]
+    items: list[Callable[[Context], Any]] = fuse([*middleware, handler])
     last_async = -1
     for index, item in enumerate(items):
         if not callable(item):

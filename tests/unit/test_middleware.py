@@ -12,7 +12,7 @@ import zzz
 from zzz import Context, Response, Router
 from zzz.http.headers import Headers
 from zzz.http.request import Request
-from zzz.middleware import Cors, Health, Logger, RequestId
+from zzz.middleware import Cors, Health, Hooks, Logger, RequestId
 from zzz.middleware.request_id import MAX_REQUEST_ID_LENGTH
 
 
@@ -272,3 +272,99 @@ def test_builtin_middleware_stack_in_async_route() -> None:
     headers = dict(response.headers)
     assert response.body == b"async"
     assert "X-Request-ID" in headers and headers["Access-Control-Allow-Origin"] == "*"
+
+
+# ---------------------------------------------------------------------- hook middleware, fused
+
+
+class _Recorder(Hooks):
+    """A hook middleware writing what it sees to a shared journal."""
+
+    def __init__(self, name: str, journal: list[str], answer: bool = False,
+                 fail: bool = False) -> None:
+        self.name, self.journal, self.answer, self.fail = name, journal, answer, fail
+
+    def enter(self, ctx: Context) -> bool:
+        self.journal.append(f"enter {self.name}")
+        if self.answer:
+            ctx.text(204, "")
+        return self.answer
+
+    def leave(self, ctx: Context, status: int, duration_ns: int) -> None:
+        assert duration_ns >= 0
+        self.journal.append(f"leave {self.name} {status}")
+        if self.fail:
+            raise RuntimeError(f"{self.name} broke")
+
+
+@pytest.mark.parametrize("handler", [sync_ok, async_ok, teapot])
+def test_adjacent_hooks_become_one_layer_and_run_like_nested_wrappers(
+        handler: zzz.routing.Handler) -> None:
+    journal: list[str] = []
+    app = app_with([_Recorder("a", journal), _Recorder("b", journal)])
+    app.add_route(["GET"], "/h", handler)
+    route = next(r for r in app.routes if r.pattern == "/h")
+    first = getattr(route.chain[0], "__self__", route.chain[0])  # async chains: its acall
+    assert repr(first) == "Fused(_Recorder, _Recorder)"
+    status = call(app, "GET", "/h").status
+    assert status == (418 if handler is teapot else 200)
+    assert journal == ["enter a", "enter b", f"leave b {status}", f"leave a {status}"]
+
+
+@pytest.mark.parametrize("handler", [sync_ok, async_ok])
+def test_a_hook_answering_stops_the_chain_and_only_earlier_hooks_leave(
+        handler: zzz.routing.Handler) -> None:
+    journal: list[str] = []
+    app = app_with([_Recorder("a", journal), _Recorder("b", journal, answer=True),
+                    _Recorder("c", journal)])
+    app.add_route(["GET"], "/h", handler)
+    assert call(app, "GET", "/h").status == 204
+    assert journal == ["enter a", "enter b", "leave a 204"]
+
+
+def test_a_failing_leave_hook_is_logged_and_the_others_still_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    journal: list[str] = []
+    app = app_with([_Recorder("a", journal), _Recorder("b", journal, fail=True)])
+    app.add_route(["GET"], "/h", sync_ok)
+    with caplog.at_level(logging.ERROR, logger="zzz.app"):
+        response = call(app, "GET", "/h")
+    assert response.status == 200 and response.body == b"sync"
+    assert journal == ["enter a", "enter b", "leave b 200", "leave a 200"]
+    assert "middleware _Recorder failed after GET /h" in caplog.text
+
+
+def test_hooks_split_by_other_middleware_stay_in_order() -> None:
+    journal: list[str] = []
+
+    def plain(ctx: Context) -> None:
+        journal.append("plain")
+        ctx.next()
+
+    app = Router(middleware=[_Recorder("a", journal), plain, _Recorder("b", journal)])
+    app.add_route(["GET"], "/h", sync_ok)
+    assert call(app, "GET", "/h").status == 200
+    assert journal == ["enter a", "plain", "enter b", "leave b 200", "leave a 200"]
+
+
+def test_a_hook_called_alone_behaves_as_a_wrapper() -> None:
+    journal: list[str] = []
+    hook = _Recorder("a", journal)
+
+    def outer(ctx: Context) -> None:
+        hook(ctx)  # middleware composing another by hand
+
+    app = Router(middleware=[outer])
+    app.add_route(["GET"], "/h", sync_ok)
+    assert call(app, "GET", "/h").status == 200
+    assert journal == ["enter a", "leave a 200"]
+
+
+def test_request_id_read_from_the_received_bytes() -> None:
+    app = app_with([RequestId()])
+    app.add_route(["GET"], "/h", sync_ok)
+    raw = [(b"Host", b"t"), (b"x-REQUEST-id", b"from-proxy-1")]
+    request = Request("GET", "/h", "", Headers(None, raw), client=("10.0.0.9", 1))
+    response = app.handle(request, zzz.Server(app, zzz.Config(port=0)))
+    assert isinstance(response, Response)
+    assert ("X-Request-ID", "from-proxy-1") in response.headers

@@ -47,6 +47,23 @@ class Headers:
             return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in self._fields]
         return raw
 
+    def first(self, lowered: bytes) -> str | None:
+        """The first value of the field named ``lowered`` (lower-case bytes), or None.
+
+        One pass over the fields as received, comparing lengths first, without
+        decoding the others or building the lookup index: cheaper than :meth:`get`
+        for middleware that read one or two fields of every request (request ids,
+        log lines) and nothing else.
+        """
+        raw = self._raw
+        if raw is None:
+            return self.get(lowered.decode("latin-1"))
+        size = len(lowered)
+        for name, value in raw:
+            if len(name) == size and name.lower() == lowered:
+                return value.decode("latin-1")
+        return None
+
     def _lookup(self) -> dict[str, list[str]]:
         index = self._index
         if index is None:

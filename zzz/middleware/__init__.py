@@ -6,6 +6,7 @@ The documented API is the lower-case factories re-exported by ``zzz``
 (``zzz.health()``, ``zzz.compress()``...); the classes stay importable from here.
 """
 
+from zzz.middleware._chain import Hooks
 from zzz.middleware.compress import Compress
 from zzz.middleware.cors import Cors
 from zzz.middleware.error_handler import ErrorHandler
@@ -20,6 +21,7 @@ __all__ = [
     "Cors",
     "ErrorHandler",
     "Health",
+    "Hooks",
     "Logger",
     "RequestId",
     "StaticFiles",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from zzz.context import Context
+from zzz.middleware._chain import Hooks
 
 
-class Health:
+class Health(Hooks):
     """Answer ``path`` with 200 ``body``, or 503 once the server is shutting down.
 
     The 503 during a graceful shutdown tells a load balancer to stop sending
@@ -21,7 +22,7 @@ class Health:
         self.path = path
         self.body = body
 
-    def _answer(self, ctx: Context) -> bool:
+    def enter(self, ctx: Context) -> bool:
         request = ctx.request
         if request.path != self.path or request.method not in ("GET", "HEAD"):
             return False
@@ -32,14 +33,6 @@ class Health:
             ctx.text(200, self.body)
         ctx.set_header("Cache-Control", "no-store")
         return True
-
-    def __call__(self, ctx: Context) -> None:
-        if not self._answer(ctx):
-            ctx.next()
-
-    async def acall(self, ctx: Context) -> None:
-        if not self._answer(ctx):
-            await ctx.next()
 
 
 def health(path: str = "/healthz", body: str = "ok\n") -> Health:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from zzz.context import Context
-from zzz.middleware._chain import ChainObserver
+from zzz.middleware._chain import Hooks
 
 #: Logger the access lines go to unless another is given.
 ACCESS_LOGGER = "zzz.access"
 
 
-class Logger(ChainObserver):
+class Logger(Hooks):
     """Log ``client "METHOD path HTTP/x.y" status duration`` for every request.
 
     The query string is left out on purpose: it often carries tokens. The
@@ -22,7 +21,6 @@ class Logger(ChainObserver):
     """
 
     __slots__ = ("_level", "_log")
-    _filtered = True
 
     def __init__(
         self, logger: str | logging.Logger = ACCESS_LOGGER, level: int = logging.INFO
@@ -30,10 +28,9 @@ class Logger(ChainObserver):
         self._log = logging.getLogger(logger) if isinstance(logger, str) else logger
         self._level = level
 
-    def _observing(self, ctx: Context) -> bool:
-        return self._log.isEnabledFor(self._level)
-
-    def _done(self, ctx: Context, status: int, start_ns: int) -> None:
+    def leave(self, ctx: Context, status: int, duration_ns: int) -> None:
+        if not self._log.isEnabledFor(self._level):
+            return
         request = ctx.request
         client = request.client[0] if request.client else "-"
         self._log.log(
@@ -44,5 +41,5 @@ class Logger(ChainObserver):
             request.raw_path,
             request.http_version,
             status,
-            (time.perf_counter_ns() - start_ns) / 1e6,
+            duration_ns / 1e6,
         )

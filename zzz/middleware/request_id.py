@@ -14,8 +14,8 @@ import os
 import random
 import re
 
-from zzz.context import Context
-from zzz.middleware._chain import first_header
+from zzz.context import Context, check_header
+from zzz.middleware._chain import Hooks
 
 #: Longest incoming request ID reused; longer ones are replaced (they end up in logs).
 MAX_REQUEST_ID_LENGTH = 128
@@ -45,7 +45,7 @@ def new_request_id() -> str:
     return _ID_FORMAT % _random.getrandbits(_ID_BITS)
 
 
-class RequestId:
+class RequestId(Hooks):
     """Put the request ID in ``ctx.assigns[assign]`` and the response header ``header``.
 
     An incoming ID made of other characters or too long is replaced, so a
@@ -55,26 +55,23 @@ class RequestId:
     __slots__ = ("_lowered", "assign", "header")
 
     def __init__(self, header: str = "X-Request-ID", assign: str = "request_id") -> None:
+        check_header(header, "x")  # a bad name fails here, once, not on every request
+        if header.lower() == "content-type":
+            raise ValueError("request_id: the header cannot be Content-Type")
         self.header = header
-        self._lowered = header.lower()
+        self._lowered = header.lower().encode("latin-1")
         self.assign = assign
 
-    def _begin(self, ctx: Context) -> None:
-        incoming = first_header(ctx.request.headers, self._lowered)
+    def enter(self, ctx: Context) -> bool:
+        incoming = ctx.request.headers.first(self._lowered)
         if incoming is not None and _SAFE_ID.fullmatch(incoming):
             request_id = incoming
         else:
-            request_id = new_request_id()
+            request_id = _ID_FORMAT % _random.getrandbits(_ID_BITS)  # new_request_id()
         ctx.assigns[self.assign] = request_id
-        ctx.set_header(self.header, request_id)
-
-    def __call__(self, ctx: Context) -> None:
-        self._begin(ctx)
-        ctx.next()
-
-    async def acall(self, ctx: Context) -> None:
-        self._begin(ctx)
-        await ctx.next()
+        # Checked already: the name in __init__, the value is hex or matched _SAFE_ID.
+        ctx._put_header(self.header, request_id)
+        return False
 
 
 def request_id(header_name: str = "X-Request-Id", assign: str = "request_id") -> RequestId:

@@ -172,46 +172,51 @@ class _RequestShard:
         self.duration: list[float] = [0] * (len(DURATION_BUCKETS) + 2)
         self.size: list[float] = [0] * (len(SIZE_BUCKETS) + 2)
 
+    def finished(self, method: str, status: int, duration_ns: int, size: int) -> None:
+        """One answered request (the Observer calls it directly, with its thread's shard)."""
+        requests = self.requests
+        key = (method, status)
+        requests[key] = requests.get(key, 0) + 1
+        seconds = duration_ns / 1e9
+        hist = self.duration
+        hist[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+        hist = self.size
+        hist[bisect_left(SIZE_BUCKETS, size)] += 1
+        hist[-1] += size
+
 
 class ShardedRecorder(Collector):
     """Per-thread shards (the technique of :mod:`zzz.observability.shards`, specialised:
     fixed fields instead of dict lookups), families built at scrape time."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        #: Each thread's shard is ``local.shard`` (the Observer reads it directly).
+        self.local = threading.local()
         self._shards: list[_RequestShard] = []
         self._lock = threading.Lock()
 
-    def _shard(self) -> _RequestShard:
+    def shard(self) -> _RequestShard:
+        """The calling thread's shard (created on its first use)."""
         try:
-            shard: _RequestShard = self._local.shard
+            shard: _RequestShard = self.local.shard
         except AttributeError:
-            shard = self._local.shard = _RequestShard()
+            shard = self.local.shard = _RequestShard()
             with self._lock:
                 self._shards.append(shard)
         return shard
 
     def started(self) -> None:
-        self._shard().started += 1
+        self.shard().started += 1
 
     def finished(self, method: str, status: int, duration_ns: int, size: int) -> None:
-        shard = self._shard()
-        requests = shard.requests
-        key = (method, status)
-        requests[key] = requests.get(key, 0) + 1
-        seconds = duration_ns / 1e9
-        hist = shard.duration
-        hist[bisect_left(DURATION_BUCKETS, seconds)] += 1
-        hist[-1] += seconds
-        hist = shard.size
-        hist[bisect_left(SIZE_BUCKETS, size)] += 1
-        hist[-1] += size
+        self.shard().finished(method, status, duration_ns, size)
 
     def accepted(self) -> None:
-        self._shard().accepted += 1
+        self.shard().accepted += 1
 
     def ws_message(self) -> None:
-        self._shard().ws_messages += 1
+        self.shard().ws_messages += 1
 
     def accepted_total(self) -> float:
         with self._lock:

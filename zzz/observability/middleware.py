@@ -18,11 +18,12 @@ import logging
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from zzz.context import Context
-from zzz.middleware._chain import ChainObserver, first_header
+from zzz.middleware._chain import Hooks
 from zzz.observability.lines import LinePath, json_str
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _route(ctx: Context) -> str:
     return route.pattern if route is not None else UNMATCHED_ROUTE
 
 
-class RouteMetrics(ChainObserver):
+class RouteMetrics(Hooks):
     """Requests and durations by route pattern; answers ``path`` with the exposition
     of its registry followed by the server's own metrics (when the server has them).
 
@@ -84,7 +85,8 @@ class RouteMetrics(ChainObserver):
             self._shards = ShardSet()
             self.registry.register(_RouteCollector(self._shards, DURATION_BUCKETS))
 
-    def _scrape(self, ctx: Context) -> bool:
+    def enter(self, ctx: Context) -> bool:
+        """Answer a scrape of :attr:`path`."""
         request = ctx.request
         if request.path != self.path or request.method not in ("GET", "HEAD"):
             return False
@@ -103,31 +105,28 @@ class RouteMetrics(ChainObserver):
         ctx.set_header("Cache-Control", "no-store")
         return True
 
-    def _done(self, ctx: Context, status: int, start_ns: int) -> None:
+    def leave(self, ctx: Context, status: int, duration_ns: int) -> None:
         route = ctx.route
         pattern = route.pattern if route is not None else UNMATCHED_ROUTE
-        seconds = (time.perf_counter_ns() - start_ns) / 1e9
+        seconds = duration_ns / 1e9
         shards = self._shards
         if shards is not None:
             shard = shards.get()
             counts = shard.counts
             key = (ctx.request.method, pattern, status)
             counts[key] = counts.get(key, 0) + 1
-            shard.observe(pattern, self._bounds, seconds)
+            # Shard.observe, inlined: this runs per request.
+            hist = shard.hists.get(pattern)
+            if hist is None:
+                hist = shard.hists[pattern] = [0] * (len(self._bounds) + 2)
+            hist[bisect_left(self._bounds, seconds)] += 1
+            hist[-1] += seconds
             return
         from zzz.observability.metrics import method_label, status_class
 
         self._requests.labels(method_label(ctx.request.method), pattern,
                               status_class(status)).inc()
         self._duration.labels(pattern).observe(seconds)
-
-    def __call__(self, ctx: Context) -> None:
-        if ctx.request.path != self.path or not self._scrape(ctx):
-            ChainObserver.__call__(self, ctx)
-
-    async def acall(self, ctx: Context) -> None:
-        if ctx.request.path != self.path or not self._scrape(ctx):
-            await ChainObserver.acall(self, ctx)
 
 
 class _RouteCollector:
@@ -160,7 +159,7 @@ class _RouteCollector:
                                self._bounds)
 
 
-class StructuredLogger(ChainObserver):
+class StructuredLogger(Hooks):
     """One record per request on ``zzz.request`` with the route pattern and request id.
 
     The record's fields are attributes (``extra``), so a JSON handler writes
@@ -172,7 +171,6 @@ class StructuredLogger(ChainObserver):
     """
 
     __slots__ = ("_json", "_level", "_levelname", "_lines", "_log")
-    _filtered = True
 
     def __init__(self, level: int | str = logging.INFO, format: str = "text",
                  logger: str | logging.Logger = REQUEST_LOGGER) -> None:
@@ -189,19 +187,18 @@ class StructuredLogger(ChainObserver):
         self._log = logging.getLogger(logger) if isinstance(logger, str) else logger
         self._lines = LinePath(self._log, level)
 
-    def _observing(self, ctx: Context) -> bool:
-        return self._log.isEnabledFor(self._level)
-
-    def _done(self, ctx: Context, status: int, start_ns: int) -> None:
+    def leave(self, ctx: Context, status: int, duration_ns: int) -> None:
+        if not self._log.isEnabledFor(self._level):
+            return
         request = ctx.request
         client = request.client
         method = request.method
         path = request.raw_path
         route = _route(ctx)
-        duration_us = (time.perf_counter_ns() - start_ns) // 1000
+        duration_us = duration_ns // 1000
         where = f"{client[0]}:{client[1]}" if client else None
         request_id = _request_id(ctx)
-        agent = first_header(request.headers, "user-agent")
+        agent = request.headers.first(b"user-agent")
         now = time.time()
         handler = self._lines.handler(now)
         # Spelled out (not a loop over a dict of fields, no helper calls): this runs per request.
@@ -236,7 +233,7 @@ def _request_id(ctx: Context) -> str | None:
     for name, value in ctx.response_headers:
         if name.lower() == "x-request-id":
             return value
-    return first_header(ctx.request.headers, "x-request-id")
+    return ctx.request.headers.first(b"x-request-id")
 
 
 #: Characters that make a logfmt value need quoting.

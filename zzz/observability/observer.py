@@ -43,13 +43,12 @@ from typing import TYPE_CHECKING, Any
 
 from zzz.http.request import Request
 from zzz.http.response import Response
-from zzz.middleware._chain import first_header
 from zzz.observability.lines import LinePath, json_str
 from zzz.observability.logs import ACCESS_LOGGER
 
 if TYPE_CHECKING:
     from zzz.observability.admin import AdminListener
-    from zzz.observability.metrics import ServerMetrics
+    from zzz.observability.metrics import ServerMetrics, ShardedRecorder
     from zzz.server import Server
 
 log = logging.getLogger("zzz.server")
@@ -66,6 +65,7 @@ LAG_PROBE_MS = 250
 PROBE_METHODS = frozenset({"GET", "HEAD"})
 #: Request/response header carrying a request id, as the request_id middleware sets it.
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_NEEDLE = REQUEST_ID_HEADER.encode("latin-1")
 #: Probe answers must never be cached by a proxy: a stale 200 would hide a drain.
 _NO_STORE = ("Cache-Control", "no-store")
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
@@ -79,10 +79,15 @@ class Observer:
         config = server.config.observability
         self.config = config
         self.metrics: ServerMetrics | None = None
+        #: The metrics' per-thread recorder, read directly per request (None in
+        #: multiprocess mode, whose recorder writes prometheus_client's files).
+        self._sharded: ShardedRecorder | None = None
         if config.metrics_enabled:
-            from zzz.observability.metrics import ServerMetrics
+            from zzz.observability.metrics import ServerMetrics, ShardedRecorder
 
             self.metrics = ServerMetrics()
+            if isinstance(self.metrics.recorder, ShardedRecorder):
+                self._sharded = self.metrics.recorder
         self.access = config.access_log
         self._lines = LinePath(access_log, logging.INFO)
         self.draining = False
@@ -219,9 +224,16 @@ class Observer:
                 access_log.debug("probe %s %s", request.method, request.path)
             return probe()
         start = time.perf_counter_ns()
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.recorder.started()
+        sharded = self._sharded
+        shard = None
+        if sharded is not None:
+            try:
+                shard = sharded.local.shard
+            except AttributeError:
+                shard = sharded.shard()
+            shard.started += 1
+        elif self.metrics is not None:
+            self.metrics.recorder.started()
         inner = self._inner
         assert inner is not None
         try:
@@ -229,6 +241,18 @@ class Observer:
         except BaseException:
             self.finish(request, None, 500, 0, start)
             raise
+        if result.__class__ is Response and result.upgrade is None and result.stream is None:
+            # The common case of _produced + finish, spelled out: this runs per request.
+            size = 0 if request.method == "HEAD" else len(result.body)
+            if shard is not None:
+                duration = time.perf_counter_ns() - start
+                shard.finished(request.method, result.status, duration, size)
+                if self.access and access_log.isEnabledFor(logging.INFO):
+                    _log_access(self._lines, request, result, result.status, size,
+                                duration // 1000)
+                return result
+            self.finish(request, result, result.status, size, start)
+            return result
         if isinstance(result, Response):
             return self._produced(request, result, start)
         return self._awaited(request, result, start)
@@ -302,7 +326,7 @@ class Observer:
 def _log_access(lines: LinePath, request: Request, response: Response | None, status: int,
                 size: int, duration_us: int) -> None:
     headers = request.headers
-    request_id = first_header(headers, REQUEST_ID_HEADER)
+    request_id = headers.first(_REQUEST_ID_NEEDLE)
     if request_id is None and response is not None:
         for name, value in response.headers:
             if name.lower() == REQUEST_ID_HEADER:
@@ -310,7 +334,7 @@ def _log_access(lines: LinePath, request: Request, response: Response | None, st
                 break
     client = request.client
     where = f"{client[0]}:{client[1]}" if client else "-"
-    agent = first_header(headers, "user-agent")
+    agent = headers.first(b"user-agent")
     method = request.method
     path = request.raw_path
     version = request.http_version
