@@ -33,9 +33,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections import Counter as Tally
+from bisect import bisect_left
 from collections.abc import Iterator
-from operator import itemgetter
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -51,13 +50,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from zzz.observability.multiproc import MULTIPROC_ENV
-from zzz.observability.shards import (
-    FOLD_BATCH,
-    bounds_ns,
-    bucketer,
-    fold_histogram,
-    histogram_family,
-)
+from zzz.observability.shards import histogram_family
 
 #: Request duration buckets (seconds): 100 µs (a hello route) up to 10 s, roughly x2.5
 #: apart, so both the fast path and slow handlers land in a bucket that resolves them.
@@ -165,55 +158,32 @@ class Recorder(Protocol):
 
 
 class _RequestShard:
-    """One thread's share of the per-request figures: records appended by that thread
-    only, folded every FOLD_BATCH (see :mod:`zzz.observability.shards`)."""
+    """One thread's share of the per-request figures (only that thread writes it)."""
 
-    __slots__ = ("accepted", "duration", "lock", "pending", "requests", "size", "started",
-                 "ws_messages")
+    __slots__ = ("accepted", "duration", "requests", "size", "started", "ws_messages")
 
     def __init__(self) -> None:
         self.started = 0
         self.accepted = 0
         self.ws_messages = 0
-        #: ``(method, status, duration_ns, size)`` of requests not folded yet.
-        self.pending: list[tuple[str, int, int, int]] = []
         #: ``(method, status) → count``: labels are computed at scrape, not per request.
         self.requests: dict[tuple[str, int], int] = {}
-        #: Per-bucket counts (``+Inf`` last) followed by the sum (nanoseconds, bytes).
-        self.duration: list[int] = [0] * (len(DURATION_BUCKETS) + 2)
-        self.size: list[int] = [0] * (len(SIZE_BUCKETS) + 2)
-        self.lock = threading.Lock()
+        #: Per-bucket counts (``+Inf`` last) followed by the sum.
+        self.duration: list[float] = [0] * (len(DURATION_BUCKETS) + 2)
+        self.size: list[float] = [0] * (len(SIZE_BUCKETS) + 2)
 
     def finished(self, method: str, status: int, duration_ns: int, size: int) -> None:
         """One answered request (the Observer calls it directly, with its thread's shard)."""
-        pending = self.pending
-        pending.append((method, status, duration_ns, size))
-        if len(pending) >= FOLD_BATCH:
-            with self.lock:
-                self.pending = []
-                _fold_requests(pending, self.requests, self.duration, self.size)
-
-    def snapshot(self) -> tuple[dict[tuple[str, int], int], list[int], list[int]]:
-        """Totals including the requests not folded yet, without changing anything."""
-        with self.lock:
-            requests, duration, size = self.requests.copy(), list(self.duration), list(self.size)
-            _fold_requests(list(self.pending), requests, duration, size)
-        return requests, duration, size
-
-
-_METHOD_STATUS = itemgetter(0, 1)
-_DURATION_NS = itemgetter(2)
-_SIZE_BYTES = itemgetter(3)
-_duration_bucket = bucketer(bounds_ns(DURATION_BUCKETS))
-_size_bucket = bucketer(SIZE_BUCKETS)
-
-
-def _fold_requests(batch: list[tuple[str, int, int, int]], requests: dict[tuple[str, int], int],
-                   duration: list[int], size: list[int]) -> None:
-    for key, n in Tally(map(_METHOD_STATUS, batch)).items():
-        requests[key] = requests.get(key, 0) + n
-    fold_histogram(duration, _duration_bucket, list(map(_DURATION_NS, batch)))
-    fold_histogram(size, _size_bucket, list(map(_SIZE_BYTES, batch)))
+        requests = self.requests
+        key = (method, status)
+        requests[key] = requests.get(key, 0) + 1
+        seconds = duration_ns / 1e9
+        hist = self.duration
+        hist[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+        hist = self.size
+        hist[bisect_left(SIZE_BUCKETS, size)] += 1
+        hist[-1] += size
 
 
 class ShardedRecorder(Collector):
@@ -266,17 +236,15 @@ class ShardedRecorder(Collector):
             # ``started`` before the requests: a request finishing in between then shows
             # as answered but not started (clamped at 0), never as a phantom in flight.
             started += shard.started
-            shard_requests, shard_duration, shard_size = shard.snapshot()
-            for (method, status), n in shard_requests.items():
+            for (method, status), n in shard.requests.copy().items():
                 label = (method_label(method), status_class(status))
                 requests[label] = requests.get(label, 0) + n
                 answered += n
-            for total, part in ((duration, shard_duration), (size, shard_size)):
+            for total, part in ((duration, list(shard.duration)), (size, list(shard.size))):
                 for i, amount in enumerate(part):
                     total[i] += amount
             accepted += shard.accepted
             ws_messages += shard.ws_messages
-        duration[-1] /= 1e9  # the sum, kept in nanoseconds
         family = CounterMetricFamily(*_REQUESTS, labels=["method", "status_class"])
         for labels, n in sorted(requests.items()):
             family.add_metric(list(labels), n)

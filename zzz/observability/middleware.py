@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,7 @@ class RouteMetrics(Hooks):
                               "pip install 'zzz[metrics]'") from None
         from zzz.observability.metrics import DURATION_BUCKETS
         from zzz.observability.multiproc import MULTIPROC_ENV
-        from zzz.observability.shards import ShardSet, bounds_ns
+        from zzz.observability.shards import ShardSet
 
         self.path = path
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -81,7 +82,7 @@ class RouteMetrics(Hooks):
             self._duration = Histogram(*_ROUTE_DURATION, ["route"], buckets=DURATION_BUCKETS,
                                        registry=self.registry)
         else:
-            self._shards = ShardSet(bounds_ns(DURATION_BUCKETS), hist_label=1)
+            self._shards = ShardSet()
             self.registry.register(_RouteCollector(self._shards, DURATION_BUCKETS))
 
     def enter(self, ctx: Context) -> bool:
@@ -107,11 +108,20 @@ class RouteMetrics(Hooks):
     def leave(self, ctx: Context, status: int, duration_ns: int) -> None:
         route = ctx.route
         pattern = route.pattern if route is not None else UNMATCHED_ROUTE
+        seconds = duration_ns / 1e9
         shards = self._shards
         if shards is not None:
-            shards.get().record((ctx.request.method, pattern, status, duration_ns))
+            shard = shards.get()
+            counts = shard.counts
+            key = (ctx.request.method, pattern, status)
+            counts[key] = counts.get(key, 0) + 1
+            # Shard.observe, inlined: this runs per request.
+            hist = shard.hists.get(pattern)
+            if hist is None:
+                hist = shard.hists[pattern] = [0] * (len(self._bounds) + 2)
+            hist[bisect_left(self._bounds, seconds)] += 1
+            hist[-1] += seconds
             return
-        seconds = duration_ns / 1e9
         from zzz.observability.metrics import method_label, status_class
 
         self._requests.labels(method_label(ctx.request.method), pattern,
