@@ -144,10 +144,12 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         millis = int((now - second) * 1000)
         return cached[1] + (_MILLIS_Z[millis] if self.json else _MILLIS[millis])
 
-    def line(self, now: float, levelname: str, name: str, message: str, encoded: str) -> str:
+    def line(self, now: float, levelname: str, name: str, message: str, encoded: str,
+             quoted: str | None = None) -> str:
         """What the handler's formatter writes for a record of ``name`` at ``levelname``
         with ``message`` and the ``extra`` fields whose :func:`json_fields` is ``encoded``
-        (only read in the JSON format), newline included."""
+        (only read in the JSON format), newline included. ``quoted``: the message already
+        JSON-quoted by the caller (``json_str(message)``), who may know a cheaper way."""
         if not self.json:
             return f"{self.stamp(now)} {levelname} {name}: {message}\n"
         head = self._heads.get((levelname, name))
@@ -155,7 +157,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             head = self._heads[levelname, name] = (
                 f'", "level": "{levelname.lower()}", "logger": {encode_basestring(name)}, '
                 f'"message": ')
-        return f'{{"timestamp": "{self.stamp(now)}{head}{encode_basestring(message)}{encoded}}}\n'
+        if quoted is None:
+            quoted = encode_basestring(message)
+        return f'{{"timestamp": "{self.stamp(now)}{head}{quoted}{encoded}}}\n'
 
     def write(self, line: str) -> None:
         """Buffer one finished line (ending in a newline); written at FLUSH_SIZE or FLUSH_AGE_S.
