@@ -43,15 +43,16 @@ from zzz.server import Server
 import zzz.backends.eventloop as ev
 
 SCENARIO, N = sys.argv[1], int(sys.argv[2])
-STACKED = SCENARIO in ("observed", "logged", "slogged")
+STACKED = SCENARIO in ("observed", "logged", "slogged", "stack")
+JSON_LINE = SCENARIO in ("slogged", "stack")
 if STACKED:
     # The recommended stack of bench/apps/zzz_observed_app.py, server half included.
     from zzz.observability.logs import configure_logging
-    configure_logging("info", "json" if SCENARIO == "slogged" else "text")
+    configure_logging("info", "json" if JSON_LINE else "text")
     app = zzz.Router(middleware=[
         zzz.health("/healthz"), zzz.request_id(), zzz.metrics("/route-metrics"),
-        zzz.structured_logger("info" if SCENARIO == "slogged" else "debug",
-                              format="json" if SCENARIO == "slogged" else "text"),
+        zzz.structured_logger("info" if JSON_LINE else "debug",
+                              format="json" if JSON_LINE else "text"),
     ])
 else:
     app = zzz.Router()
@@ -85,12 +86,12 @@ REQUESTS = {
             + b"x" * 1024,
     "close": b"GET / HTTP/1.1\r\n" + HEAD + b"Connection: close\r\n\r\n",
 }
-for stacked in ("observed", "logged", "slogged"):
+for stacked in ("observed", "logged", "slogged", "stack"):
     REQUESTS[stacked] = REQUESTS["get"]
 
 async def main():
     config = Config(port=0, max_requests_per_connection=10**9)
-    if STACKED:
+    if STACKED and SCENARIO != "stack":
         import dataclasses
         config = dataclasses.replace(config, observability=dataclasses.replace(
             config.observability, metrics_path="/metrics", health_path="/healthz",
@@ -122,8 +123,9 @@ else:
 SCENARIOS = ("get", "echo", "close")
 #: The observability stack of ``bench/apps/zzz_observed_app.py`` on ``GET /`` (issue 10's
 #: budget): ``observed`` writes nothing, ``logged`` one access line (text), ``slogged`` one
-#: JSON line from ``structured_logger`` (lines go to stderr, discarded).
-STACK_SCENARIOS = ("observed", "logged", "slogged")
+#: JSON line from ``structured_logger`` (lines go to stderr, discarded); ``stack`` is the
+#: README's Router stack alone (JSON line, no server-level metrics or probes).
+STACK_SCENARIOS = ("observed", "logged", "slogged", "stack")
 
 
 def _total(out_file: Path) -> int:

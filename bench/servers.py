@@ -158,6 +158,9 @@ _OBSERVED_EXTRA = ["--metrics-path", "/metrics", "--health-path", "/healthz",
 _LOGGED_EXTRA = [*_OBSERVED_EXTRA, "--access-log", "--log-level", "info"]
 #: ... or instead one JSON line per request from the Router's ``structured_logger("info")``.
 _SLOGGED_EXTRA = [*_OBSERVED_EXTRA, "--log-format", "json", "--log-level", "info"]
+#: The recommended Router stack alone, as the README shows it (issue 10's budget): one JSON
+#: line per request from ``structured_logger("info", format="json")``, no server-level flags.
+_STACK_EXTRA = ["--log-format", "json", "--log-level", "info"]
 _OBSERVED_APP = "bench.apps.zzz_observed_app:app"
 _SLOGGED_APP = "bench.apps.zzz_observed_app:json_logged_app"
 # The event-loop backend runs WSGI on its blocking pool: the same 4 threads as every pool.
@@ -205,6 +208,16 @@ HTTP_SERVERS: dict[str, ServerSpec] = {
             "zzz-eventloop-logged",
             _zzz(_OBSERVED_APP, "eventloop", _LOGGED_EXTRA),
             "zzz-eventloop-observed + the server's access log, one text line per request",
+        ),
+        ServerSpec(
+            "zzz-native-stack",
+            _zzz(_SLOGGED_APP, "native", [*_NATIVE_EXTRA, *_STACK_EXTRA]),
+            "zzz-native + the README's Router stack (health, request_id, metrics, JSON line)",
+        ),
+        ServerSpec(
+            "zzz-eventloop-stack",
+            _zzz(_SLOGGED_APP, "eventloop", _STACK_EXTRA),
+            "zzz-eventloop + the README's Router stack (health, request_id, metrics, JSON line)",
         ),
         ServerSpec(
             "zzz-native-slogged",
