@@ -284,6 +284,10 @@ _field_lines: dict[tuple[str, str], bytes] = {}
 #: Bound on :data:`_field_lines`; emptied when full, so fields whose values vary
 #: (ids, cookies, ETags) cannot grow it, while the repeated ones come back at once.
 MAX_FIELD_LINES = 2048
+#: Fields whose value differs on nearly every response: never cached, so they neither
+#: pay for an insert nor empty the cache of the fields that do repeat.
+_VARYING_FIELDS = frozenset({"x-request-id", "set-cookie", "etag", "last-modified",
+                             "location", "content-disposition", "content-range"})
 #: Encoded ``Content-Length`` lines by size, for the sizes small responses have.
 _length_lines: dict[int, bytes] = {}
 #: Largest size kept in :data:`_length_lines` (so at most this many entries).
@@ -958,7 +962,8 @@ class HTTPConnection:
                 if not value.isprintable():
                     _check_value(value)
                 line = f"{name}: {value}\r\n".encode("latin-1")
-                if lname != "connection" and type(field) is tuple:
+                if (lname != "connection" and type(field) is tuple
+                        and lname not in _VARYING_FIELDS):
                     if len(_field_lines) >= MAX_FIELD_LINES:
                         _field_lines.clear()
                     _field_lines[field] = line
