@@ -47,7 +47,9 @@ def count(name: str, scenario: str, args: argparse.Namespace, pin: Pinning,
     with servers.running(HTTP_SERVERS[name], work / f"{name}.log", pin,
                          timeout=args.start_timeout) as srv:
         check_answers(srv.port, sc)
-        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(srv.pid)],
+        # Every process of the server (granian and gunicorn serve from child processes).
+        pids = [arg for pid in servers._descendants(srv.pid) for arg in ("-p", str(pid))]
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), *pids],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(ATTACH_S)
