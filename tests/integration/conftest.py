@@ -27,6 +27,8 @@ import pytest
 import zzz.backends
 from zzz.config import Config, TlsConfig
 
+from .procs import ServerProcess
+
 #: Longest wait for a server to bind and accept.
 READY_TIMEOUT_S = 10.0
 #: Longest wait for a server thread to stop after ``shutdown()``.
@@ -188,3 +190,19 @@ def serve(
         assert not running.thread.is_alive(), f"{backend} server did not stop"
         assert running.server.stopped.is_set()
         assert not running.errors, f"listen() raised: {running.errors!r}"
+
+
+@pytest.fixture
+def start_process(backend: str) -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``python -m zzz run`` processes on ``backend``; every one is killed at the end."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        process = ServerProcess(backend, *args)
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield start
+    for process in started:
+        process.kill()

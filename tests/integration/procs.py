@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 #: Repository root: workers import zzz and tests.integration.worker_app from here.
 ROOT = Path(__file__).resolve().parents[2]
 #: Longest wait for a log line the test expects.
@@ -201,3 +203,58 @@ class Load:
         for thread in self._threads:
             thread.join(REQUEST_TIMEOUT_S * 2)
         return {"ok": self.ok, "failures": self.failures}
+
+
+#: The app ``ServerProcess`` serves (the integration tests' shared app).
+APP_SPEC = "tests.integration.apps:app"
+READY_LINE = re.compile(r"serving http://127\.0\.0\.1:(\d+) \(backend=(\w+), workers=(\d+)\)")
+#: Longest wait for the subprocess to print its ready line.
+READY_TIMEOUT_S = 15.0
+
+
+class ServerProcess:
+    """``python -m zzz run`` in a subprocess, with stderr collected by a thread."""
+
+    def __init__(self, backend: str, *args: str) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zzz", "run", APP_SPEC, "--port", "0",
+             "--backend", backend, *args],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.port = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            match = READY_LINE.search(line)
+            if match and not self._ready.is_set():
+                self.port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()  # EOF: unblock the waiter (port stays 0)
+
+    def wait_ready(self) -> int:
+        if not self._ready.wait(READY_TIMEOUT_S) or not self.port:
+            self.kill()
+            pytest.fail(f"server not ready; stderr:\n{self.stderr}")
+        return self.port
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def wait_exit(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

@@ -28,7 +28,7 @@ from zzz.config import ObservabilityConfig, TlsConfig
 from zzz.observability import JsonFormatter
 
 from .apps import app as shared_app
-from .test_shutdown import EXIT_MARGIN_S, ServerProcess, _send_slow_request
+from .test_shutdown import EXIT_MARGIN_S, _send_slow_request
 
 #: Concurrent requests whose count the metrics must report exactly.
 CONCURRENT_REQUESTS = 64
@@ -276,31 +276,16 @@ def test_drain_delay_keeps_accepting_with_readiness_503(serve, backend):
 # --------------------------------------------------------------------------- CLI shutdown
 
 
-@pytest.fixture
-def cli_process(backend: str) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        process = ServerProcess(backend, *args)
-        started.append(process)
-        process.wait_ready()
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def test_sigterm_readiness_503_liveness_200_slow_request_completes(cli_process):
+def test_sigterm_readiness_503_liveness_200_slow_request_completes(start_process):
     admin = _free_port()
     drain_ms = 5000
-    process = cli_process("--drain-timeout-ms", str(drain_ms), "--metrics-port", str(admin),
+    process = start_process("--drain-timeout-ms", str(drain_ms), "--metrics-port", str(admin),
                           "--health-path", "/healthz", "--ready-path", "/readyz")
     base = f"http://127.0.0.1:{admin}"
     with httpx.Client(timeout=5) as http:
@@ -320,8 +305,8 @@ def test_sigterm_readiness_503_liveness_200_slow_request_completes(cli_process):
     assert "drain begins: readiness now 503" in process.stderr
 
 
-def test_cli_json_log_format(cli_process):
-    process = cli_process("--log-format", "json", "--access-log")
+def test_cli_json_log_format(start_process):
+    process = start_process("--log-format", "json", "--access-log")
     httpx.get(f"http://127.0.0.1:{process.port}/", timeout=10)
     process.proc.send_signal(signal.SIGTERM)
     assert process.wait_exit(15) == 0

@@ -2,95 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .procs import READY_LINE
 from .rawhttp import RawClient, build
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-APP_SPEC = "tests.integration.apps:app"
-READY_LINE = re.compile(r"serving http://127\.0\.0\.1:(\d+) \(backend=(\w+), workers=(\d+)\)")
-#: Longest wait for the subprocess to print its ready line.
-READY_TIMEOUT_S = 15.0
 #: Longest the in-flight request may wait for its answer after SIGTERM.
 INFLIGHT_TIMEOUT_S = 10.0
 #: Slack on top of the drain deadline for the process to exit.
 EXIT_MARGIN_S = 5.0
 #: Bound on retrying connects until the listener is gone.
 REFUSED_WITHIN_S = 3.0
-
-
-class ServerProcess:
-    """``python -m zzz run`` in a subprocess, with stderr collected by a thread."""
-
-    def __init__(self, backend: str, *args: str) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zzz", "run", APP_SPEC, "--port", "0",
-             "--backend", backend, *args],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.port = 0
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            match = READY_LINE.search(line)
-            if match and not self._ready.is_set():
-                self.port = int(match.group(1))
-                self._ready.set()
-        self._ready.set()  # EOF: unblock the waiter (port stays 0)
-
-    def wait_ready(self) -> int:
-        if not self._ready.wait(READY_TIMEOUT_S) or not self.port:
-            self.kill()
-            pytest.fail(f"server not ready; stderr:\n{self.stderr}")
-        return self.port
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def wait_exit(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def start_process(backend: str) -> Iterator[object]:
-    started: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        process = ServerProcess(backend, *args)
-        started.append(process)
-        process.wait_ready()
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
 
 
 def _wait_until_refused(port: int) -> None:
