@@ -5,8 +5,9 @@
 #
 # Environment:
 #   SERVERS="zzz-native zzz-eventloop uvicorn"   which servers, in this order each round
-#   BASELINE_TREE=/path/to/checkout               adds zzz-native-base / zzz-eventloop-base:
-#                                                 the same command run from that tree
+#   BASELINE_TREE=/path/to/checkout               adds BASELINE_SERVERS (default
+#                                                 zzz-native-base): the same command run
+#                                                 from that tree (e.g. git archive main)
 #   PY=/path/to/python                            default: .venv/bin/python (of this tree,
 #                                                 else of /work/main)
 #   LABEL=name                                    raw output: bench/results/tls-LABEL-DATE.txt
@@ -47,8 +48,7 @@ for tool in wrk taskset curl; do
     command -v "$tool" >/dev/null || { echo "tls_bench: $tool is required" >&2; exit 1; }
 done
 if [ -n "$BASELINE_TREE" ]; then
-    SERVERS="$SERVERS zzz-native-base"
-    [[ " $SERVERS " == *" zzz-eventloop "* ]] && SERVERS="$SERVERS zzz-eventloop-base"
+    SERVERS="$SERVERS ${BASELINE_SERVERS:-zzz-native-base}"
 fi
 
 mkdir -p "$CACHE" "$RESULTS"
