@@ -8,8 +8,9 @@
 #   BASELINE_TREE=/path/to/checkout               adds BASELINE_SERVERS (default
 #                                                 zzz-native-base): the same command run
 #                                                 from that tree (e.g. git archive main)
-#   PY=/path/to/python                            default: .venv/bin/python (of this tree,
-#                                                 else of /work/main)
+#   PY=/path/to/python                            default: this tree's .venv/bin/python,
+#                                                 else python3 (it must have zzz's deps,
+#                                                 uvicorn and trustme)
 #   LABEL=name                                    raw output: bench/results/tls-LABEL-DATE.txt
 #
 # A CA and server certificate are made with trustme into bench/.cache/tls (once). Each
@@ -27,7 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${PY:-}" ]; then
     PY="$ROOT/.venv/bin/python"
-    [ -x "$PY" ] || PY=/work/main/.venv/bin/python
+    [ -x "$PY" ] || PY="$(command -v python3)"
 fi
 CACHE="$ROOT/bench/.cache/tls"
 DURATION="${1:-10}"
