@@ -120,6 +120,27 @@ def test_a_pipelined_batch_longer_than_one_read_is_answered_whole(serve):
         assert client.request("GET", "/").body == HELLO.encode()
 
 
+def test_a_full_tls_record_then_a_small_one_is_answered_whole(serve):
+    """One write of exactly one full TLS record of requests and a small second record
+    (default read size): the server answers the first, then must find the second. Without
+    read-ahead it waits in the socket, where a poll sees it; with read-ahead the whole
+    small record would already sit inside OpenSSL, unseen by the poll and by
+    ``pending()`` (zzz/tls.py keeps read-ahead off)."""
+    srv = serve(app)
+    requests = [build("GET", f"/users/{i}", {"X-Pad": "p" * 200}) for i in range(60)]
+    head = b"".join(requests)
+    assert len(head) < TLS_RECORD_MAX
+    fill = TLS_RECORD_MAX - len(head) - len(build("GET", "/users/60", {"X-Pad": ""}))
+    assert fill >= 0
+    requests.append(build("GET", "/users/60", {"X-Pad": "p" * fill}))
+    assert len(b"".join(requests)) == TLS_RECORD_MAX
+    requests.append(build("GET", "/users/61"))
+    with RawClient(srv) as client:
+        client.send(b"".join(requests))
+        for i in range(len(requests)):
+            assert json.loads(client.read_response().body) == {"id": str(i), "q": None}
+
+
 def test_keepalive_requests_after_pauses_are_served(serve):
     """The next request comes after the server parked the connection, or while a worker
     still waits for it: both are served, in either order."""
