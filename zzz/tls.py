@@ -19,6 +19,11 @@ after checking it is the right one; where that is impossible it falls back to
 P-256 alone (still compliant; clients that sent an X25519 key share then need
 one more round trip).
 
+OpenSSL's read-ahead stays off (Python's default; nothing here turns it on): the
+native backend relies on a read with a record-sized buffer leaving no bytes buffered
+inside OpenSSL, so that the socket alone says whether a request is waiting
+(``NativeBackend._tls_next``).
+
 Reloading (SIGHUP, :meth:`zzz.server.Server.reload_tls`) builds a *new*
 context and swaps ``server.ssl_context``. The native backend wraps each
 accepted socket with whatever ``server.ssl_context`` is at that moment. An

@@ -93,6 +93,66 @@ def test_pipelined_requests_are_answered_in_order(serve):
         assert client.request("GET", "/").body == HELLO.encode()
 
 
+#: Requests pipelined in one write, and the read size the server is given: the batch
+#: spans several reads (over TLS it is one record, decrypted one read at a time).
+PIPELINED_BATCH = 40
+SMALL_READ_SIZE = 4096
+#: Largest plaintext of one TLS record: the batch must fit in one.
+TLS_RECORD_MAX = 16384
+#: A pause between keep-alive requests longer than any worker waits for the next one
+#: before parking the connection (native: 0.5 ms).
+PAUSE_S = 0.05
+
+
+def test_a_pipelined_batch_longer_than_one_read_is_answered_whole(serve):
+    """After answering what the first read held, the server reads on. Over TLS the rest
+    of the record is already decrypted inside OpenSSL, where polling the socket cannot
+    see it (the native backend skips the read after an answer when the socket is
+    quiet: issue 13), so it must not be stranded there."""
+    srv = serve(app, read_size=SMALL_READ_SIZE)
+    batch = b"".join(build("GET", f"/users/{i}", {"X-Pad": "p" * 200})
+                     for i in range(PIPELINED_BATCH))
+    assert 2 * SMALL_READ_SIZE < len(batch) <= TLS_RECORD_MAX
+    with RawClient(srv) as client:
+        client.send(batch)
+        for i in range(PIPELINED_BATCH):
+            assert json.loads(client.read_response().body) == {"id": str(i), "q": None}
+        assert client.request("GET", "/").body == HELLO.encode()
+
+
+def test_a_full_tls_record_then_a_small_one_is_answered_whole(serve):
+    """One write of exactly one full TLS record of requests and a small second record
+    (default read size): the server answers the first, then must find the second. Without
+    read-ahead it waits in the socket, where a poll sees it; with read-ahead the whole
+    small record would already sit inside OpenSSL, unseen by the poll and by
+    ``pending()`` (zzz/tls.py keeps read-ahead off)."""
+    srv = serve(app)
+    requests = [build("GET", f"/users/{i}", {"X-Pad": "p" * 200}) for i in range(60)]
+    head = b"".join(requests)
+    assert len(head) < TLS_RECORD_MAX
+    fill = TLS_RECORD_MAX - len(head) - len(build("GET", "/users/60", {"X-Pad": ""}))
+    assert fill >= 0
+    requests.append(build("GET", "/users/60", {"X-Pad": "p" * fill}))
+    assert len(b"".join(requests)) == TLS_RECORD_MAX
+    requests.append(build("GET", "/users/61"))
+    with RawClient(srv) as client:
+        client.send(b"".join(requests))
+        for i in range(len(requests)):
+            assert json.loads(client.read_response().body) == {"id": str(i), "q": None}
+
+
+def test_keepalive_requests_after_pauses_are_served(serve):
+    """The next request comes after the server parked the connection, or while a worker
+    still waits for it: both are served, in either order."""
+    srv = serve(app)
+    with RawClient(srv) as client:
+        for i in range(4):
+            if i % 2:
+                time.sleep(PAUSE_S)
+            response = client.request("GET", f"/users/{i}")
+            assert json.loads(response.body) == {"id": str(i), "q": None}
+
+
 def test_pipelined_request_after_connection_close_is_not_answered(serve):
     srv = serve(app)
     with RawClient(srv) as client:
