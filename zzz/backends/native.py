@@ -711,23 +711,29 @@ class NativeBackend:
                 continue
             if not self._process(conn, events):
                 return
-            if conn.tls and not self._tls_next(conn):
+            if not self._await_next(conn):
                 return
 
-    def _tls_next(self, conn: Conn) -> bool:
-        """After answering on a TLS connection: whether a read may find the next request.
+    def _await_next(self, conn: Conn) -> bool:
+        """After answering: whether a read now finds the next request (else park or close).
 
-        A read with a buffer of at least one TLS record drains its record, and
+        Right after an answer the client has rarely sent its next request yet, and a
+        read that finds nothing is wasted: on TLS an ``SSL_read`` failing with
+        ``SSLWantReadError`` (an exception built in C, about 3 µs), on TCP a ``recv``
+        failing with ``EAGAIN`` (a system call and a ``BlockingIOError``). Polling first
+        skips it: for up to WAIT_BEFORE_PARK_S while no other connection waits for a
+        worker; otherwise the connection parks at once (a pipelined request already
+        here wakes the acceptor's selector straight away).
+
+        On TLS, a read with a buffer of at least one TLS record drains its record, and
         OpenSSL (no read-ahead) holds nothing beyond it, so the kernel socket alone
-        says whether more is coming (smaller buffers ask OpenSSL). Right after an
-        answer the client has rarely sent its next request yet, and a read that
-        finds nothing costs an ``SSL_read`` failing with ``SSLWantReadError`` (an
-        exception built in C, about 3 µs). Polling first — or parking at once when
-        other connections wait for a worker — skips it. False: parked or closed."""
-        sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        if conn.recv_size < TLS_RECORD_MAX and sock.pending():
-            return True
+        says whether more is coming (smaller buffers ask OpenSSL). False: parked or
+        closed."""
+        if conn.tls:
+            sock = conn.sock
+            assert isinstance(sock, ssl.SSLSocket)
+            if conn.recv_size < TLS_RECORD_MAX and sock.pending():
+                return True
         if (WAIT_BEFORE_PARK_S > 0 and len(self.queue) == 0
                 and _wait_fd(conn.fd, select.POLLIN, WAIT_BEFORE_PARK_S)):
             return True
