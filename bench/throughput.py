@@ -157,7 +157,7 @@ def table(runs: list[Run], meta: dict[str, Any]) -> str:
            "", "MB/s counts response bytes (download) or request bodies (upload); CPU is the "
            "server's user + system time per request; client = wrk's CPU share of the run; "
            f"ratio = MB/s over {REFERENCE}'s (of the medians; per round min-max).", "",
-           "| load | server | MB/s (min-max) | req/s | CPU µs/req (sys) | client CPU "
+           "| load | server | MB/s (min-max) | req/s | CPU µs/req (user / sys) | client CPU "
            f"| x {REFERENCE} (rounds) | runs ok |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
     medians = {}
@@ -183,7 +183,8 @@ def table(runs: list[Run], meta: dict[str, Any]) -> str:
             f"| {key[0]} | {key[1]} | {medians[key]:,.0f} ({min(mb):,.0f}-{max(mb):,.0f}) | "
             f"{statistics.median(r.rps for r in good):,.0f} | "
             f"{statistics.median(r.cpu_us for r in good):,.0f} "
-            f"({statistics.median(r.sys_us for r in good):,.0f}) | "
+            f"({statistics.median(r.cpu_us - r.sys_us for r in good):,.0f} / "
+            f"{statistics.median(r.sys_us for r in good):,.0f}) | "
             f"{statistics.median(r.client_cpu for r in good):.0%} | {ratio} | "
             f"{len(good)}/{len(mine)} |")
     return "\n".join(out) + "\n"
