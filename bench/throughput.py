@@ -65,6 +65,9 @@ def _contestants() -> dict[str, ServerSpec]:
                    "zzz-native on the baseline checkout", baseline=True),
         ServerSpec("zzz-eventloop-base", servers._zzz(ZZZ_APP, "eventloop", _ZZZ_COMMON),
                    "zzz-eventloop on the baseline checkout", baseline=True),
+        # The very ASGI app uvicorn serves, on zzz's adapter (bodies streamed).
+        http["zzz-eventloop-asgi"],
+        http["zzz-native-asgi"],
         http["uvicorn"],
         http["granian"],
         http["granian-wsgi"],
