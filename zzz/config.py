@@ -400,10 +400,10 @@ class Config:
     )
     malloc_mmap_threshold: int = field(
         default=DEFAULT_MALLOC_MMAP_THRESHOLD,
-        metadata=_help("glibc: blocks at least this large are mmap()ed, smaller ones come "
-                       "from the heap; fixed at start-up so large bodies do not page-fault "
-                       "per request; 0 (with malloc_trim_threshold 0) = glibc's dynamic "
-                       "default"),
+        metadata=_help("glibc, set when the event loop starts: blocks at least this large "
+                       "are mmap()ed, smaller ones come from the heap, so large bodies do not "
+                       "page-fault per request; 0 (with malloc_trim_threshold 0) = glibc's "
+                       "dynamic default"),
     )
     malloc_trim_threshold: int = field(
         default=DEFAULT_MALLOC_TRIM_THRESHOLD,
