@@ -175,6 +175,9 @@ class RequestBody:
             before = self._buffered
             self._buffered = before - len(piece)
             if before >= self.limit > self._buffered:
+                # Room again: wake a producer blocked in wait_for_room (the native
+                # pump), which would otherwise sleep out its whole poll interval.
+                self._cond.notify_all()
                 self._cond.release()
                 try:
                     if self.on_drained is not None:

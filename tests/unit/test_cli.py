@@ -68,6 +68,8 @@ EXPECTED_FLAGS = {
     "so-rcvbuf": "so_rcvbuf",
     "so-sndbuf": "so_sndbuf",
     "read-size": "read_size",
+    "malloc-mmap-threshold": "malloc_mmap_threshold",
+    "malloc-trim-threshold": "malloc_trim_threshold",
     "tcp-nodelay": "tcp_nodelay",
     "tcp-defer-accept-s": "tcp_defer_accept_s",
     "tcp-fastopen": "tcp_fastopen",
@@ -128,6 +130,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "proxy-protocol": ("yes", True),
     "forwarded-allow-ips": ("10.0.0.0/8,unix", "10.0.0.0/8,unix"),
     "read-size": ("4096", 4096),
+    "malloc-mmap-threshold": ("1048576", 1048576),
+    "malloc-trim-threshold": ("2097152", 2097152),
     "tcp-nodelay": ("no", False),
     "reuse-port": ("yes", True),
 }

@@ -12,6 +12,7 @@ from zzz.config import (
     LOOP_CHOICES,
     MAX_DEFER_ACCEPT_S,
     MAX_FASTOPEN_QUEUE,
+    MAX_MALLOC_MMAP_THRESHOLD,
     MAX_PORT,
     MAX_READ_SIZE,
     MAX_SOCKET_BUFFER,
@@ -34,7 +35,14 @@ def _raises(field_name: str, factory: Any, **kwargs: Any) -> ConfigError:
     return info.value
 
 
+#: Fields that must be 0 together (setting one fixes glibc's other threshold too).
+_PAIRED = {"malloc_mmap_threshold": "malloc_trim_threshold",
+           "malloc_trim_threshold": "malloc_mmap_threshold"}
+
+
 def _kw(name: str, value: object) -> dict[str, Any]:
+    if name in _PAIRED and value == 0:
+        return {name: 0, _PAIRED[name]: 0}
     return {name: value}
 
 
@@ -148,7 +156,17 @@ CONFIG_INT_BOUNDS: dict[str, tuple[int, int | None]] = {
     "read_size": (0, MAX_READ_SIZE),
     "tcp_defer_accept_s": (0, MAX_DEFER_ACCEPT_S),
     "tcp_fastopen": (0, MAX_FASTOPEN_QUEUE),
+    "malloc_mmap_threshold": (0, MAX_MALLOC_MMAP_THRESHOLD),
+    "malloc_trim_threshold": (0, None),
 }
+
+
+@pytest.mark.parametrize("name", sorted(_PAIRED))
+def test_malloc_thresholds_are_set_together(name: str) -> None:
+    error = _raises(name, Config, **{name: 0})
+    assert "only together" in str(error)
+    config = Config(**{name: 0, _PAIRED[name]: 0})
+    assert (config.malloc_mmap_threshold, config.malloc_trim_threshold) == (0, 0)
 
 
 def test_bounds_table_covers_every_int_field() -> None:

@@ -37,6 +37,7 @@ from zzz.backends._drain import may_close_idle
 from zzz.backends._drain_guard import DrainGuard
 from zzz.backends._fd_watch import DescriptorWatch
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._malloc import tune_malloc
 from zzz.backends._peers import client_address
 from zzz.backends._sendfile import loop_send_file
 from zzz.backends._sockopts import sized_reads, transport_tuner
@@ -624,13 +625,15 @@ class HttpProtocol(asyncio.Protocol):
         engine = self._engine
         assert engine is not None
         try:
+            # engine.frame: a large piece goes out by writelines, not copied into
+            # a framed bytes (uvloop gathers the pieces into one writev).
             if isinstance(stream, AsyncIterable):
                 async for piece in stream:
-                    if not await self._write_piece(engine.chunk(piece)):
+                    if not await self._write_framed(engine.frame(piece)):
                         return False
             else:
                 for piece in stream:
-                    if not await self._write_piece(engine.chunk(piece)):
+                    if not await self._write_framed(engine.frame(piece)):
                         return False
         except (asyncio.CancelledError, ConnectionError):
             raise
@@ -644,6 +647,15 @@ class HttpProtocol(asyncio.Protocol):
             # whenever the garbage collector finds it.
             await _close_stream(stream)
         return await self._write_piece(engine.end())
+
+    async def _write_framed(self, pieces: tuple[bytes, ...]) -> bool:
+        """``_write_piece`` of what ``engine.frame`` made of one piece of a stream."""
+        if len(pieces) == 1:
+            return await self._write_piece(pieces[0])
+        transport = self.transport
+        if pieces and transport is not None and not transport.is_closing():
+            transport.writelines(pieces)
+        return await self._write_piece(b"")
 
     async def _write_piece(self, data: bytes) -> bool:
         transport = self.transport
@@ -882,6 +894,7 @@ class EventLoopBackend:
 
     def run(self) -> None:
         server = self.server
+        tune_malloc(self.config.malloc_mmap_threshold, self.config.malloc_trim_threshold)
         executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.eventloop.blocking_threads,
             thread_name_prefix="zzz-blocking",
