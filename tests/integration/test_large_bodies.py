@@ -101,3 +101,14 @@ def test_streamed_pieces_raw_to_http_1_0(serve):
     assert response.status == 200
     assert response.header("transfer-encoding") is None
     assert response.body == b"".join(PIECES)
+
+
+def test_malloc_thresholds_are_applied_by_either_backend(serve, backend, monkeypatch):
+    """The malloc_* settings are process-wide glibc settings: no backend ignores them."""
+    import importlib
+
+    module = importlib.import_module(f"zzz.backends.{backend}")
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(module, "tune_malloc", lambda mmap, trim: calls.append((mmap, trim)))
+    serve(app, malloc_mmap_threshold=6 << 20, malloc_trim_threshold=12 << 20)
+    assert calls == [(6 << 20, 12 << 20)]

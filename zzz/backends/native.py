@@ -46,6 +46,7 @@ from zzz.backends._dispatch import (
 from zzz.backends._drain import may_close_idle
 from zzz.backends._handshakes_last import HandshakesLast
 from zzz.backends._listener import bind_listener, bound_address
+from zzz.backends._malloc import tune_malloc
 from zzz.backends._peers import client_address
 from zzz.backends._sendfile import native_send_file
 from zzz.backends._sockopts import accepted_options, apply_options
@@ -457,6 +458,9 @@ class NativeBackend:
 
     def run(self) -> None:
         server = self.server
+        # Process-wide glibc settings, as on the event loop (its 64 KiB reads never
+        # showed the heap churn, but a setting must not depend on the backend).
+        tune_malloc(self.config.malloc_mmap_threshold, self.config.malloc_trim_threshold)
         server.address = bound_address(self.listener)
         self.listener.setblocking(False)
         timers = ThreadTimerService()
