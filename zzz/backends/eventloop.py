@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import math
 import socket
 import threading
 import time
@@ -129,6 +130,12 @@ class LoopTimers:
 #: about 850 of its bytes; its next request rebuilds one in about half a microsecond).
 #: Swept by one loop timer at this interval, so no request pays for it.
 IDLE_COMPACT_S = 0.5
+#: The same sweep checks every connection's deadlines (read, keep-alive, write), so a
+#: connection needs no timer of its own: it is at most IDLE_COMPACT_S late, or this
+#: fraction of the shortest timeout when that is shorter (tests, tight configurations).
+SWEEP_TIMEOUT_FRACTION = 0.25
+#: Shortest sweep interval, whatever the timeouts: 1 ms, the finest a loop timer resolves.
+MIN_SWEEP_S = 0.001
 
 
 class LoopState:
@@ -139,6 +146,9 @@ class LoopState:
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
+        #: Interval of the sweep (:meth:`_compact_idle`), which also runs the deadlines.
+        self.sweep_s = max(MIN_SWEEP_S,
+                           min(IDLE_COMPACT_S, backend.check_interval * SWEEP_TIMEOUT_FRACTION))
         #: The loop's thread (a streamed body's reader may call back from another).
         self.thread_id = threading.get_ident()
         #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
@@ -150,7 +160,7 @@ class LoopState:
         self.fd_watch = DescriptorWatch(loop, self.connections)
 
     def start_compacting(self) -> None:
-        self.compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
+        self.compactor = self.loop.call_later(self.sweep_s, self._compact_idle)
 
     def stop_compacting(self) -> None:
         if self.compactor is not None:
@@ -158,18 +168,23 @@ class LoopState:
             self.compactor = None
 
     def _compact_idle(self) -> None:
-        """Connections idle for ``IDLE_COMPACT_S`` drop their parser (see the constant).
-        Without connections the sweep stops (an idle worker sleeps); the next
-        connection starts it again."""
+        """The loop's sweep: connections past their deadline check (``_due``) run it,
+        and connections idle for ``IDLE_COMPACT_S`` drop their parser (see the
+        constants). One loop timer instead of one per connection: a short-lived
+        connection never creates and cancels a timer handle. Without connections the
+        sweep stops (an idle worker sleeps); the next connection starts it again."""
         if not self.connections:
             self.compactor = None
             return
-        limit = self.loop.time() - IDLE_COMPACT_S
-        for conn in self.connections:
+        now = self.loop.time()
+        limit = now - IDLE_COMPACT_S
+        for conn in list(self.connections):  # a deadline may close one meanwhile
+            if conn._due <= now:
+                conn._on_timer()
             engine = conn._engine
             if engine is not None and not conn._busy and conn._idle_since <= limit:
                 engine.compact()
-        self.compactor = self.loop.call_later(IDLE_COMPACT_S, self._compact_idle)
+        self.compactor = self.loop.call_later(self.sweep_s, self._compact_idle)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -182,6 +197,7 @@ class HttpProtocol(asyncio.Protocol):
         "_busy",
         "_client",
         "_drain_waiter",
+        "_due",
         "_engine",
         "_extensions",
         "_future",
@@ -192,7 +208,6 @@ class HttpProtocol(asyncio.Protocol):
         "_request_started",
         "_state",
         "_task",
-        "_timer",
         "_transport_paused",
         "_write_paused",
         "_write_paused_at",
@@ -221,7 +236,8 @@ class HttpProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         #: The answer an ASGI app started on this loop will give (see _await_result).
         self._future: asyncio.Future[Response] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: When the loop's sweep next runs this connection's deadline check (_on_timer).
+        self._due = math.inf
         self._request_started: float | None = None
         self._idle_since = 0.0
         #: The WebSocket protocol this connection was upgraded to (``_ws_eventloop``).
@@ -252,14 +268,14 @@ class HttpProtocol(asyncio.Protocol):
         if backend.tune_transport is not None:  # watermarks, tcp_nodelay=False (_sockopts)
             backend.tune_transport(self.transport)
         self._state.connections.add(self)
-        if self._state.compactor is None and not self._state.shutting_down:
+        if self._state.compactor is None:  # the sweep also runs the deadlines: always on
             self._state.start_compacting()
         self._state.fd_watch.accepted(len(self._state.connections))
         if self._state.watchdog is not None:
             self._state.watchdog.wake()  # an idle loop is not watched until now
         backend.server.observer.connection_opened()
         self._idle_since = self._loop.time()
-        self._timer = self._loop.call_at(self._idle_since + backend.check_interval, self._on_timer)
+        self._due = self._idle_since + backend.check_interval
         if self._state.shutting_down:
             self._engine.close_after_response = True
 
@@ -268,9 +284,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._body is not None:
             self._body.fail(ClientDisconnected())
             self._body = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._due = math.inf
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._future is not None and not self._future.done():
@@ -676,9 +690,7 @@ class HttpProtocol(asyncio.Protocol):
         """Hand the connection to the protocol ``response.upgrade`` names (WebSocket)."""
         from zzz.backends._ws_eventloop import start_websocket
 
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._due = math.inf  # the WebSocket layer keeps its own time
         self._busy = True
         engine = self._engine
         assert engine is not None and self.transport is not None
@@ -723,8 +735,9 @@ class HttpProtocol(asyncio.Protocol):
                 transport.resume_reading()
 
     def _on_timer(self) -> None:
-        """The one per-connection timer: read deadline, keep-alive and write timeout."""
-        self._timer = None
+        """The per-connection deadline check, run by the loop's sweep when ``_due``:
+        read deadline, keep-alive and write timeout."""
+        self._due = math.inf
         transport = self.transport
         engine = self._engine
         if transport is None or engine is None:
@@ -772,7 +785,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._close()
                 return
             due = min(due, limit)
-        self._timer = self._loop.call_at(due, self._on_timer)
+        self._due = due
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -801,9 +814,7 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         self._state.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._due = math.inf
         self._reading_paused = self._body_paused = False
         self._apply_reading()
         transport.write_eof()
@@ -880,8 +891,8 @@ class EventLoopBackend:
         self.read_timeout = config.read_timeout_ms / 1000.0
         self.write_timeout = config.write_timeout_ms / 1000.0
         self.keepalive_timeout = config.keepalive_timeout_ms / 1000.0
-        #: The connection timer never sleeps longer than this, so a request that
-        #: starts while it sleeps is still checked exactly at its read deadline.
+        #: A connection's deadline check never waits longer than this, so a request
+        #: that starts meanwhile is still checked by its read deadline (plus the sweep).
         self.check_interval = min(self.read_timeout, self.keepalive_timeout, self.write_timeout)
         self.max_pipelined = config.eventloop.max_pipelined
         self.tune_transport = transport_tuner(config)
