@@ -207,7 +207,7 @@ class Load:
 
 #: The app ``ServerProcess`` serves (the integration tests' shared app).
 APP_SPEC = "tests.integration.apps:app"
-READY_LINE = re.compile(r"serving http://127\.0\.0\.1:(\d+) \(backend=(\w+), workers=(\d+)\)")
+READY_LINE = re.compile(r"serving https?://127\.0\.0\.1:(\d+) \(backend=(\w+), workers=(\d+)\)")
 #: Longest wait for the subprocess to print its ready line.
 READY_TIMEOUT_S = 15.0
 
@@ -215,10 +215,10 @@ READY_TIMEOUT_S = 15.0
 class ServerProcess:
     """``python -m zzz run`` in a subprocess, with stderr collected by a thread."""
 
-    def __init__(self, backend: str, *args: str) -> None:
+    def __init__(self, backend: str, *args: str, app: str = APP_SPEC) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zzz", "run", APP_SPEC, "--port", "0",
+            [sys.executable, "-m", "zzz", "run", app, "--port", "0",
              "--backend", backend, *args],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -258,3 +258,22 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def wait_log(self, text: str, timeout: float = LOG_TIMEOUT_S) -> bool:
+        """Whether a stderr line containing ``text`` appears within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM, then the exit code (killed, and the timeout raised, past ``timeout``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.wait_exit(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise

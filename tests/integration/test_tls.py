@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import re
 import shutil
 import signal
@@ -17,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ import pytest
 
 from zzz.config import ConfigError, EventLoopConfig, TlsConfig
 
+from .procs import ServerProcess
 from .tls_helpers import (
     TLS_SOCKET_TIMEOUT_S,
     TlsFiles,
@@ -48,7 +47,6 @@ DEADLINE_SLACK_S = 2.0
 LOG_WAIT_S = 5.0
 #: Longest wait for the CLI subprocess to print its ready line or exit.
 PROCESS_TIMEOUT_S = 15.0
-READY_LINE = re.compile(r"serving https://127\.0\.0\.1:(\d+) \(backend=")
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -312,66 +310,16 @@ def test_reload_applies_to_mutual_tls(serve_tls, tls_files, tmp_path):
     assert body["subject"]["commonName"] == "carol"
 
 
-class _CliServer:
-    """``python -m zzz run`` over TLS in a subprocess; stderr collected by a thread."""
-
-    def __init__(self, backend: str, files: TlsFiles) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zzz", "run", "tests.integration.tls_helpers:tls_app",
-             "--port", "0", "--backend", backend, "--tls-cert", str(files.cert_file),
-             "--tls-key", str(files.key_file), "--drain-timeout-ms", "2000"],
-            cwd=REPO_ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            match = READY_LINE.search(line)
-            if match:
-                self.port = int(match.group(1))
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self) -> int:
-        assert self._ready.wait(PROCESS_TIMEOUT_S) and self.port, "".join(self.lines)
-        return self.port
-
-    def wait_log(self, text: str) -> bool:
-        deadline = time.monotonic() + LOG_WAIT_S
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(PROCESS_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(PROCESS_TIMEOUT_S)
-            raise
-
-
 @pytest.fixture
-def cli_server(backend: str, tls_files: TlsFiles) -> Iterator[_CliServer]:
-    server = _CliServer(backend, tls_files)
+def cli_server(backend: str, tls_files: TlsFiles) -> Iterator[ServerProcess]:
+    """``python -m zzz run`` over TLS in a subprocess (killed at the end)."""
+    server = ServerProcess(backend, "--tls-cert", str(tls_files.cert_file),
+                           "--tls-key", str(tls_files.key_file), "--drain-timeout-ms", "2000",
+                           app="tests.integration.tls_helpers:tls_app")
     try:
         yield server
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(PROCESS_TIMEOUT_S)
+        server.kill()
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
