@@ -185,23 +185,30 @@ def measure(args: argparse.Namespace, pin: Pinning, exp: Experiment, backend: st
     except (ServerFailed, subprocess.TimeoutExpired, OSError) as exc:
         run.error = str(exc)
         return run
-    run.errors = {k[4:]: int(v) for k, v in res.items() if k.startswith("err_") and v}
-    requests = int(res["requests"])
-    secs = res["duration_us"] / 1e6
-    if not requests or run.errors.get("status", 0) + run.errors.get("timeout", 0) > requests // 100:
-        run.error = f"too many failed requests: {run.errors} of {requests}"
+    run.errors, requests, secs, run.error = outcome(res, load)
+    if run.error:
         return run
-    if load.path == "/download" and res["bytes"] < requests * DOWNLOAD_BYTES:
-        run.error = f"short downloads: {res['bytes']} bytes for {requests} requests"
-        return run
-    moved = res["bytes"] + requests * load.post_bytes
     run.rps = requests / secs
-    run.mb_s = moved / secs / 1e6
+    run.mb_s = (res["bytes"] + requests * load.post_bytes) / secs / 1e6
     run.cpu_us = (sum(after) - sum(before)) * 1e6 / requests
     run.sys_us = (after[1] - before[1]) * 1e6 / requests
     run.p50_ms = res["p50_us"] / 1000
     run.ok = True
     return run
+
+
+def outcome(res: dict[str, Any], load: Load) -> tuple[dict[str, int], int, float, str]:
+    """wrk's result for ``load``: its errors, requests, seconds, and why the run does not
+    count ("" when it does): more than 1 % failed requests, or short downloads."""
+    errors = {k[4:]: int(v) for k, v in res.items() if k.startswith("err_") and v}
+    requests = int(res["requests"])
+    secs = res["duration_us"] / 1e6
+    if not requests or errors.get("status", 0) + errors.get("timeout", 0) > requests // 100:
+        return errors, requests, secs, f"too many failed requests: {errors} of {requests}"
+    if load.path == "/download" and res["bytes"] < requests * DOWNLOAD_BYTES:
+        return errors, requests, secs, (f"short downloads: {res['bytes']} bytes for "
+                                        f"{requests} requests")
+    return errors, requests, secs, ""
 
 
 def _p50(runs: list[Run]) -> str:

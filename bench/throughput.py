@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import servers
-from bench.knobs import DOWNLOAD_BYTES, LOADS, MAX_BODY, EnvSpec, Load, smoke, uptime, wrk
+from bench.knobs import LOADS, MAX_BODY, EnvSpec, Load, outcome, smoke, uptime, wrk
 from bench.servers import Pinning, ServerFailed, ServerSpec
 
 #: The server every ratio is taken against (issue 13's reference).
@@ -126,14 +126,8 @@ def measure(args: argparse.Namespace, pin: Pinning, load_name: str, name: str,
     except (ServerFailed, subprocess.TimeoutExpired, OSError) as exc:
         run.error = str(exc)
         return run
-    run.errors = {k[4:]: int(v) for k, v in res.items() if k.startswith("err_") and v}
-    requests = int(res["requests"])
-    secs = res["duration_us"] / 1e6
-    if not requests or run.errors.get("status", 0) + run.errors.get("timeout", 0) > requests // 100:
-        run.error = f"too many failed requests: {run.errors} of {requests}"
-        return run
-    if load.path == "/download" and res["bytes"] < requests * DOWNLOAD_BYTES:
-        run.error = f"short downloads: {res['bytes']} bytes for {requests} requests"
+    run.errors, requests, secs, run.error = outcome(res, load)
+    if run.error:
         return run
     run.rps = requests / secs
     run.mb_s = (res["bytes"] + requests * load.post_bytes) / secs / 1e6
