@@ -12,9 +12,10 @@ they cost a task and several futures per request.
 * Flow control: ``pause_writing`` / ``resume_writing`` stop a streamed body
   from being produced faster than the client reads; a client that reads
   nothing for ``write_timeout_ms`` is dropped.
-* Deadlines use one timer per connection that is re-armed only when it fires
-  (never per request): absolute read deadline → 408, keep-alive timeout →
-  quiet close.
+* Deadlines need no timer per connection: each connection keeps the time of
+  its next check (``_due``, moved only when a check runs, never per request) and
+  one sweep per loop runs the checks that are due: absolute read deadline → 408,
+  keep-alive timeout → quiet close, write timeout → dropped.
 * ``event_loop_count`` loops, each on its own thread, all accept on one
   listening socket.
 """
@@ -146,7 +147,7 @@ class LoopState:
         self.loop = loop
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
-        #: Interval of the sweep (:meth:`_compact_idle`), which also runs the deadlines.
+        #: Interval of the sweep (:meth:`_sweep`), which also runs the deadlines.
         self.sweep_s = max(MIN_SWEEP_S,
                            min(IDLE_COMPACT_S, backend.check_interval * SWEEP_TIMEOUT_FRACTION))
         #: The loop's thread (a streamed body's reader may call back from another).
@@ -154,37 +155,37 @@ class LoopState:
         #: Reports stalls of this loop (``loop_block_warn_ms``); its ``lag_s`` is a gauge.
         self.watchdog: LoopWatchdog | None = None
         self.aserver: asyncio.base_events.Server | None = None
-        #: The idle sweep's timer while this loop has connections (see IDLE_COMPACT_S).
-        self.compactor: asyncio.TimerHandle | None = None
+        #: The sweep's timer while this loop has connections (deadlines, IDLE_COMPACT_S).
+        self.sweeper: asyncio.TimerHandle | None = None
         #: Logs EMFILE once per episode (uvloop is silent); accepts near the limit probe it.
         self.fd_watch = DescriptorWatch(loop, self.connections)
 
-    def start_compacting(self) -> None:
-        self.compactor = self.loop.call_later(self.sweep_s, self._compact_idle)
+    def start_sweeping(self) -> None:
+        self.sweeper = self.loop.call_later(self.sweep_s, self._sweep)
 
-    def stop_compacting(self) -> None:
-        if self.compactor is not None:
-            self.compactor.cancel()
-            self.compactor = None
+    def stop_sweeping(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
 
-    def _compact_idle(self) -> None:
+    def _sweep(self) -> None:
         """The loop's sweep: connections past their deadline check (``_due``) run it,
         and connections idle for ``IDLE_COMPACT_S`` drop their parser (see the
         constants). One loop timer instead of one per connection: a short-lived
         connection never creates and cancels a timer handle. Without connections the
         sweep stops (an idle worker sleeps); the next connection starts it again."""
         if not self.connections:
-            self.compactor = None
+            self.sweeper = None
             return
         now = self.loop.time()
         limit = now - IDLE_COMPACT_S
         for conn in list(self.connections):  # a deadline may close one meanwhile
             if conn._due <= now:
-                conn._on_timer()
+                conn._check_deadlines()
             engine = conn._engine
             if engine is not None and not conn._busy and conn._idle_since <= limit:
                 engine.compact()
-        self.compactor = self.loop.call_later(self.sweep_s, self._compact_idle)
+        self.sweeper = self.loop.call_later(self.sweep_s, self._sweep)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -236,7 +237,7 @@ class HttpProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         #: The answer an ASGI app started on this loop will give (see _await_result).
         self._future: asyncio.Future[Response] | None = None
-        #: When the loop's sweep next runs this connection's deadline check (_on_timer).
+        #: When the loop's sweep next runs this connection's deadline check (_check_deadlines).
         self._due = math.inf
         self._request_started: float | None = None
         self._idle_since = 0.0
@@ -268,8 +269,8 @@ class HttpProtocol(asyncio.Protocol):
         if backend.tune_transport is not None:  # watermarks, tcp_nodelay=False (_sockopts)
             backend.tune_transport(self.transport)
         self._state.connections.add(self)
-        if self._state.compactor is None:  # the sweep also runs the deadlines: always on
-            self._state.start_compacting()
+        if self._state.sweeper is None:  # the sweep also runs the deadlines: always on
+            self._state.start_sweeping()
         self._state.fd_watch.accepted(len(self._state.connections))
         if self._state.watchdog is not None:
             self._state.watchdog.wake()  # an idle loop is not watched until now
@@ -643,11 +644,11 @@ class HttpProtocol(asyncio.Protocol):
             # a framed bytes (uvloop gathers the pieces into one writev).
             if isinstance(stream, AsyncIterable):
                 async for piece in stream:
-                    if not await self._write_framed(engine.frame(piece)):
+                    if not await self._write_piece(*engine.frame(piece)):
                         return False
             else:
                 for piece in stream:
-                    if not await self._write_framed(engine.frame(piece)):
+                    if not await self._write_piece(*engine.frame(piece)):
                         return False
         except (asyncio.CancelledError, ConnectionError):
             raise
@@ -662,21 +663,16 @@ class HttpProtocol(asyncio.Protocol):
             await _close_stream(stream)
         return await self._write_piece(engine.end())
 
-    async def _write_framed(self, pieces: tuple[bytes, ...]) -> bool:
-        """``_write_piece`` of what ``engine.frame`` made of one piece of a stream."""
-        if len(pieces) == 1:
-            return await self._write_piece(pieces[0])
-        transport = self.transport
-        if pieces and transport is not None and not transport.is_closing():
-            transport.writelines(pieces)
-        return await self._write_piece(b"")
-
-    async def _write_piece(self, data: bytes) -> bool:
+    async def _write_piece(self, *pieces: bytes) -> bool:
+        """Write ``pieces`` (several in one ``writelines``: uvloop gathers them into one
+        ``writev``), then wait while the transport is over its high-water mark."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
-        if data:
-            transport.write(data)
+        if len(pieces) > 1:
+            transport.writelines(pieces)
+        elif pieces and pieces[0]:
+            transport.write(pieces[0])
         if self._write_paused:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiter = waiter
@@ -734,7 +730,7 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 transport.resume_reading()
 
-    def _on_timer(self) -> None:
+    def _check_deadlines(self) -> None:
         """The per-connection deadline check, run by the loop's sweep when ``_due``:
         read deadline, keep-alive and write timeout."""
         self._due = math.inf
@@ -996,7 +992,7 @@ class EventLoopBackend:
             if main:
                 await self._app_lifecycle("shutdown")
         finally:
-            state.stop_compacting()
+            state.stop_sweeping()
             guard.drained()
             if watchdog is not None:
                 watchdog.stop()
