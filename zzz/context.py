@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
 from zzz.errors import HTTPError
+from zzz.http.connection import check_field_name, checked_field_names
 from zzz.http.headers import Headers
 from zzz.http.request import Request
 from zzz.http.response import Response, Stream
@@ -152,19 +153,10 @@ def _check_status(status: int) -> None:
         raise ValueError(f"status must be an int in {MIN_STATUS}..{MAX_STATUS}, got {status!r}")
 
 
-#: Header names ``check_header`` has found to be tokens: handlers use a few.
-_checked_names: set[str] = set()
-#: Bound on :data:`_checked_names` (beyond it, new names are checked every time).
-MAX_CHECKED_NAMES = 1024
-
-
 def check_header(name: str, value: str) -> None:
     """Refuse a header that would corrupt the response (header injection) or not encode."""
-    if name not in _checked_names:
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"invalid header name {name!r}")
-        if len(_checked_names) < MAX_CHECKED_NAMES:
-            _checked_names.add(name)
+    if name not in checked_field_names:  # the engine's cache: one check per name
+        check_field_name(name)
     if value.isascii() and value.isprintable():
         return  # printable ASCII: no CR, LF or NUL, and Latin-1 (the common case, no regex)
     if _UNSAFE_VALUE.search(value):

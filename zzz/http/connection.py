@@ -282,8 +282,8 @@ def _check_trailer(name: bytes) -> None:
 
 
 #: Response field names already checked to be tokens, with their lower-case form.
-_checked_names: dict[str, str] = {}
-#: Bound on :data:`_checked_names` (handlers use a small fixed set of names).
+checked_field_names: dict[str, str] = {}
+#: Bound on :data:`checked_field_names` (handlers use a small fixed set of names).
 MAX_CHECKED_NAMES = 1024
 #: Encoded ``name: value`` lines of fields already checked, keyed by the field's
 #: ``(name, value)`` tuple: handlers repeat the same few (Content-Type,
@@ -319,13 +319,15 @@ def _log_invalid(request: Request | None, what: str) -> None:
                    request.handler or request.extensions.get("zzz.handler", "-"), what)
 
 
-def _check_name(name: str) -> str:
-    """The lower-case form of a response field name, after checking it is a token."""
+def check_field_name(name: str) -> str:
+    """The lower-case form of a response field name, after checking it is a token
+    (``ValueError`` otherwise); remembered in :data:`checked_field_names`, which
+    callers test first (``Context.set_header`` checks at the handler's line)."""
     if not _FIELD_NAME.fullmatch(name):
         raise ValueError(f"invalid response header name {name!r}")
     lname = name.lower()
-    if len(_checked_names) < MAX_CHECKED_NAMES:
-        _checked_names[name] = lname
+    if len(checked_field_names) < MAX_CHECKED_NAMES:
+        checked_field_names[name] = lname
     return lname
 
 
@@ -613,12 +615,7 @@ class HTTPConnection:
         piece = data[pos:stop] if pos or stop < n else data
         if type(piece) is not bytes:  # a caller's reusable buffer must not be kept
             piece = bytes(piece)
-        self._body_size += stop - pos
-        self._pending_continue = None  # body bytes came: the client did not wait
-        if self._streaming:
-            self._events.append(Data(piece))
-        else:
-            self._body_parts.append(piece)
+        self.on_body(piece)  # what llhttp's callback does with a piece, limits included
         if not self._remaining:
             self._parser = httptools.HttpRequestParser(self)
             self.on_message_complete()
@@ -994,7 +991,7 @@ class HTTPConnection:
                     parts.append(line)
                     continue
                 name, value = field
-                lname = _checked_names.get(name) or _check_name(name)
+                lname = checked_field_names.get(name) or check_field_name(name)
                 if lname in _ENGINE_HEADERS:
                     continue
                 if lname == "connection":
