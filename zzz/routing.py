@@ -52,7 +52,7 @@ from zzz.errors import HTTPError
 from zzz.http.request import Request
 from zzz.http.response import Response
 from zzz.lifecycle import Hook, Lifecycle, Lifespan, State, describe
-from zzz.middleware._chain import fuse
+from zzz.middleware._chain import Fused, fuse
 
 if TYPE_CHECKING:
     from zzz.server import Server
@@ -249,8 +249,8 @@ def _apply_returns(
     wrapped = chain[:1]
     for index in range(1, len(chain)):
         item = chain[index]
-        owner = getattr(item, "__self__", item)  # an acall method: its object says
-        if item is _continue_sync or getattr(owner, "returns_none", False) is True:
+        # A fused hook layer returns nothing: no wrapper (its acall: the bound method).
+        if item is _continue_sync or isinstance(getattr(item, "__self__", item), Fused):
             wrapped.append(item)
         elif index < first_sync:
             wrapped.append(_areturning(item))

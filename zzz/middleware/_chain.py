@@ -40,9 +40,6 @@ class Hooks:
 
     __slots__ = ()
 
-    #: The router applies nothing a hook returns (it returns nothing).
-    returns_none = True
-
     def enter(self, ctx: Context) -> bool:
         """Before the rest of the chain. True: this hook answered; the chain stops here."""
         return False
@@ -62,8 +59,6 @@ class Fused:
     """Adjacent :class:`Hooks` run as one chain layer (see the module docstring)."""
 
     __slots__ = ("_enters", "_leaves", "hooks")
-
-    returns_none = True
 
     def __init__(self, hooks: Sequence[Hooks]) -> None:
         self.hooks = tuple(hooks)

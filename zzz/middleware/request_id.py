@@ -67,7 +67,7 @@ class RequestId(Hooks):
         if incoming is not None and _SAFE_ID.fullmatch(incoming):
             request_id = incoming
         else:
-            request_id = _ID_FORMAT % _random.getrandbits(_ID_BITS)  # new_request_id()
+            request_id = new_request_id()
         ctx.assigns[self.assign] = request_id
         # Checked already: the name in __init__, the value is hex or matched _SAFE_ID.
         ctx._put_header(self.header, request_id)

@@ -157,7 +157,7 @@ class Recorder(Protocol):
     def accepted_total(self) -> float: ...
 
 
-class _RequestShard:
+class RequestShard:
     """One thread's share of the per-request figures (only that thread writes it)."""
 
     __slots__ = ("accepted", "duration", "requests", "size", "started", "ws_messages")
@@ -193,15 +193,15 @@ class ShardedRecorder(Collector):
     def __init__(self) -> None:
         #: Each thread's shard is ``local.shard`` (the Observer reads it directly).
         self.local = threading.local()
-        self._shards: list[_RequestShard] = []
+        self._shards: list[RequestShard] = []
         self._lock = threading.Lock()
 
-    def shard(self) -> _RequestShard:
+    def shard(self) -> RequestShard:
         """The calling thread's shard (created on its first use)."""
         try:
-            shard: _RequestShard = self.local.shard
+            shard: RequestShard = self.local.shard
         except AttributeError:
-            shard = self.local.shard = _RequestShard()
+            shard = self.local.shard = RequestShard()
             with self._lock:
                 self._shards.append(shard)
         return shard

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import time
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -115,12 +114,7 @@ class RouteMetrics(Hooks):
             counts = shard.counts
             key = (ctx.request.method, pattern, status)
             counts[key] = counts.get(key, 0) + 1
-            # Shard.observe, inlined: this runs per request.
-            hist = shard.hists.get(pattern)
-            if hist is None:
-                hist = shard.hists[pattern] = [0] * (len(self._bounds) + 2)
-            hist[bisect_left(self._bounds, seconds)] += 1
-            hist[-1] += seconds
+            shard.observe(pattern, self._bounds, seconds)
             return
         from zzz.observability.metrics import method_label, status_class
 

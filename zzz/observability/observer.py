@@ -48,7 +48,7 @@ from zzz.observability.logs import ACCESS_LOGGER
 
 if TYPE_CHECKING:
     from zzz.observability.admin import AdminListener
-    from zzz.observability.metrics import ServerMetrics, ShardedRecorder
+    from zzz.observability.metrics import RequestShard, ServerMetrics, ShardedRecorder
     from zzz.server import Server
 
 log = logging.getLogger("zzz.server")
@@ -242,16 +242,10 @@ class Observer:
             self.finish(request, None, 500, 0, start)
             raise
         if result.__class__ is Response and result.upgrade is None and result.stream is None:
-            # The common case of _produced + finish, spelled out: this runs per request.
+            # _produced's plain case without its call (this runs per request), and the
+            # thread's shard looked up once.
             size = 0 if request.method == "HEAD" else len(result.body)
-            if shard is not None:
-                duration = time.perf_counter_ns() - start
-                shard.finished(request.method, result.status, duration, size)
-                if self.access and access_log.isEnabledFor(logging.INFO):
-                    _log_access(self._lines, request, result, result.status, size,
-                                duration // 1000)
-                return result
-            self.finish(request, result, result.status, size, start)
+            self.finish(request, result, result.status, size, start, shard)
             return result
         if isinstance(result, Response):
             return self._produced(request, result, start)
@@ -282,12 +276,14 @@ class Observer:
         return response
 
     def finish(self, request: Request, response: Response | None, status: int,
-               size: int, start: int) -> None:
-        """Record one answered request (once per request)."""
+               size: int, start: int, shard: RequestShard | None = None) -> None:
+        """Record one answered request (once per request); ``shard``: the calling
+        thread's, when the caller has it already."""
         duration_ns = time.perf_counter_ns() - start
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.recorder.finished(request.method, status, duration_ns, size)
+        if shard is not None:
+            shard.finished(request.method, status, duration_ns, size)
+        elif self.metrics is not None:
+            self.metrics.recorder.finished(request.method, status, duration_ns, size)
         if self.access and access_log.isEnabledFor(logging.INFO):
             _log_access(self._lines, request, response, status, size, duration_ns // 1000)
 
