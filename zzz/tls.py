@@ -22,7 +22,7 @@ one more round trip).
 OpenSSL's read-ahead stays off (Python's default; nothing here turns it on): the
 native backend relies on a read with a record-sized buffer leaving no bytes buffered
 inside OpenSSL, so that the socket alone says whether a request is waiting
-(``NativeBackend._tls_next``).
+(``NativeBackend._await_next``).
 
 Reloading (SIGHUP, :meth:`zzz.server.Server.reload_tls`) builds a *new*
 context and swaps ``server.ssl_context``. The native backend wraps each
